@@ -1,0 +1,212 @@
+//! The engine: a loaded [`Model`] with its [`GgufTokenizer`], and plain generation on top
+//! (prefill in chunks, then sample token by token with streaming, stop strings and
+//! cancellation). Search controllers use the same pieces with many rows.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+use crate::model::{ForwardOutput, LoadOptions, LogitsFor, Model};
+use crate::sampling::{Sampler, SamplingParams};
+use crate::stop::StopMatcher;
+use crate::tokenizer::{GgufTokenizer, StreamDecoder};
+use crate::{Error, Result};
+
+/// Prompts are prefilled in chunks of this many tokens (bounds attention-score memory).
+pub const PREFILL_CHUNK: usize = 512;
+
+/// How to load an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: Device,
+    pub load: LoadOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, load: LoadOptions::default() }
+    }
+}
+
+/// Settings of one plain generation.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// Most new tokens to produce.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation ends when any of these appears; it is not part of the output.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop: Vec::new() }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached (or the context is full).
+    Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
+}
+
+impl FinishReason {
+    /// OpenAI's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Output of [`Engine::generate`].
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    /// Generated token ids (the stop token excluded).
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+/// A model and its tokenizer on one device.
+pub struct Engine {
+    model: Model,
+    tokenizer: GgufTokenizer,
+    path: PathBuf,
+}
+
+impl Engine {
+    /// Load model weights and build the tokenizer from a GGUF file.
+    pub fn load(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut f = GgufFile::open(&path)?;
+        let tokenizer = GgufTokenizer::from_gguf(f.content())?;
+        let model = Model::load(&mut f, &opts.device, &opts.load)?;
+        Ok(Self { model, tokenizer, path })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Model name for APIs: the file name without `.gguf`.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    }
+
+    /// Tokenize a raw prompt, adding BOS when the model wants one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, self.tokenizer.add_bos())
+    }
+
+    /// Run a prompt through a fresh single-row cache, in chunks; returns the cache and the
+    /// output of the last chunk (logits of the last prompt token).
+    pub fn prefill(&self, tokens: &[u32]) -> Result<(KvCache, ForwardOutput)> {
+        if tokens.is_empty() {
+            return Err(Error::invalid("the prompt is empty (no tokens)"));
+        }
+        let ctx = self.model.config().context_length;
+        if tokens.len() >= ctx {
+            return Err(Error::invalid(format!(
+                "the prompt has {} tokens; the model's context is {ctx}",
+                tokens.len()
+            )));
+        }
+        let mut cache = self.model.new_cache(1)?;
+        let mut last = None;
+        let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let want = if i + 1 == chunks.len() { LogitsFor::Last } else { LogitsFor::None };
+            last = Some(self.model.forward(&mut cache, &[chunk.to_vec()], want)?);
+        }
+        let out = last.ok_or_else(|| Error::invalid("empty prompt"))?;
+        Ok((cache, out))
+    }
+
+    /// Generate from prompt tokens. `on_text` receives each piece of text as soon as it is
+    /// final (UTF-8 complete, not part of a stop string); returning `false` cancels.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let mut sampler = Sampler::new(params.sampling.clone())?;
+        let t0 = Instant::now();
+        let (mut cache, mut out) = self.prefill(prompt)?;
+        let prefill_secs = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let ctx = self.model.config().context_length;
+        let mut history = prompt.to_vec();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut decoder = StreamDecoder::new(true);
+        let mut stops = StopMatcher::new(&params.stop);
+        let mut finish = FinishReason::Length;
+        while tokens.len() < params.max_tokens {
+            let logits = out.logits.as_ref().ok_or_else(|| Error::invalid("no logits"))?.get(0)?.to_vec1::<f32>()?;
+            let next = sampler.sample(&logits, &history)?;
+            if self.tokenizer.is_eog(next) {
+                finish = FinishReason::Stop;
+                break;
+            }
+            tokens.push(next);
+            history.push(next);
+            let piece = decoder.push(&self.tokenizer, next)?;
+            let o = stops.push(&piece);
+            text.push_str(&o.emit);
+            if !o.emit.is_empty() && !on_text(&o.emit) {
+                finish = FinishReason::Cancelled;
+                break;
+            }
+            if o.stopped {
+                finish = FinishReason::Stop;
+                break;
+            }
+            if history.len() >= ctx || tokens.len() >= params.max_tokens {
+                break;
+            }
+            out = self.model.forward(&mut cache, &[vec![next]], LogitsFor::Last)?;
+        }
+        if finish != FinishReason::Stop || !stops.stopped() {
+            let rest = stops.push(&decoder.finish());
+            let mut tail = rest.emit;
+            if !rest.stopped {
+                tail.push_str(&stops.finish());
+            }
+            if !tail.is_empty() && finish != FinishReason::Cancelled {
+                on_text(&tail);
+                text.push_str(&tail);
+            }
+        }
+        Ok(Generation {
+            text,
+            tokens,
+            finish_reason: finish,
+            prompt_tokens: prompt.len(),
+            prefill_secs,
+            decode_secs: t1.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! The runtime's error type: every fallible public function returns [`Result`].
+
+use std::path::PathBuf;
+
+/// Errors raised by the runtime. Messages are written for the person who ran deal:
+/// they say what was wrong and, where there is one, what would be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The GGUF file is malformed or lacks a key/tensor deal needs.
+    #[error("GGUF: {0}")]
+    Gguf(String),
+    /// The model's architecture is not one deal can run.
+    #[error("unsupported architecture `{0}` (supported: gemma3, llama, mistral, qwen2, qwen3)")]
+    UnsupportedArch(String),
+    /// Tokenizer construction or encoding failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A caller passed an invalid argument (bad row index, empty batch, too long prompt...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The default model could not be fetched or verified.
+    #[error("model setup: {0}")]
+    Setup(String),
+    /// The requested device is unavailable (e.g. `cuda` in a CPU-only build).
+    #[error("device: {0}")]
+    Device(String),
+    /// An error from candle's tensor code.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Shorthand result type of the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Build an [`Error::InvalidArgument`] from anything printable.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}

@@ -1,0 +1,28 @@
+//! # deal-runtime
+//!
+//! The engine under deal's search controllers:
+//!
+//! - [`gguf`]: reading GGUF metadata and tensors;
+//! - [`tokenizer`]: a `tokenizers::Tokenizer` built from the GGUF's own vocabulary;
+//! - [`model`]: our own forward pass for gemma3 and the llama family, on candle ops;
+//! - [`kv_cache`]: a batched KV cache built for tree search (fork / select / truncate rows);
+//! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, repetition penalty, seeds;
+//! - [`engine`]: model + tokenizer + device, with prefill/step and plain generation;
+//! - [`stop`]: stop strings over streamed text;
+//! - [`device`]: choosing cpu / cuda at run time;
+//! - [`setup`]: fetching and verifying the default model.
+
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod sampling;
+pub mod setup;
+pub mod stop;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+
+pub use engine::{Engine, EngineOptions, FinishReason, GenerateParams, Generation};

@@ -1,0 +1,99 @@
+//! Self-attention of one layer over the search KV cache: the shared prefix is attended by all
+//! rows with a single matmul (rows folded into the query dimension), the per-row suffix with a
+//! batched matmul; one softmax over both, masks from [`crate::kv_cache::StepInfo`].
+
+use candle_core::Tensor;
+
+use crate::kv_cache::{KvCache, StepInfo};
+use crate::model::config::ModelConfig;
+use crate::model::layers::{apply_rope, merge_heads, softmax_last, split_heads, Linear, RmsNorm};
+use crate::{Error, Result};
+
+/// Weights of one attention block.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+}
+
+/// Per-step inputs shared by all layers of one kind (global or local).
+pub struct AttnInputs<'a> {
+    pub step: &'a StepInfo,
+    pub mask: &'a Tensor,
+    pub cos: &'a Tensor,
+    pub sin: &'a Tensor,
+}
+
+impl Attention {
+    /// `x`: normalised hidden states `[rows, t, hidden]` → attention output `[rows, t, hidden]`.
+    pub fn forward(
+        &self,
+        cfg: &ModelConfig,
+        layer: usize,
+        x: &Tensor,
+        cache: &mut KvCache,
+        inp: &AttnInputs<'_>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let mut q = split_heads(&self.q.forward(x)?, hq, d)?;
+        let mut k = split_heads(&self.k.forward(x)?, hkv, d)?;
+        let v = split_heads(&self.v.forward(x)?, hkv, d)?.contiguous()?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = (apply_rope(&q, inp.cos, inp.sin, cfg.rope_style)? * cfg.attn_scale)?;
+        let k = apply_rope(&k, inp.cos, inp.sin, cfg.rope_style)?;
+        cache.write_layer(layer, inp.step, &k, &v)?;
+        let kv = cache.layer_kv(layer)?;
+
+        // Group query heads by kv head: [b, hkv, g*t, d].
+        let g = hq / hkv;
+        let q = q.reshape((b, hkv, g * t, d))?;
+        let mut scores = Vec::with_capacity(2);
+        let mut p_len = 0;
+        let q_folded = match &kv.prefix {
+            Some((kp, _)) => {
+                p_len = kp.dim(1)?;
+                // [hkv, b*g*t, d] x [hkv, d, P] -> [hkv, b*g*t, P] -> [b, hkv, g*t, P]
+                let qf = q.transpose(0, 1)?.contiguous()?.reshape((hkv, b * g * t, d))?;
+                let s = qf.matmul(&kp.t()?)?.reshape((hkv, b, g * t, p_len))?.transpose(0, 1)?;
+                scores.push(s);
+                Some(qf)
+            }
+            None => None,
+        };
+        let mut s_len = 0;
+        if let Some((ks, _)) = &kv.suffix {
+            s_len = ks.dim(2)?;
+            scores.push(q.contiguous()?.matmul(&ks.t()?)?);
+        }
+        let scores = if scores.len() == 1 { scores.pop().expect("one score block") } else { Tensor::cat(&scores, 3)? };
+        let keys = p_len + s_len;
+        let scores = scores.reshape((b, hkv, g, t, keys))?.broadcast_add(inp.mask)?.reshape((b, hkv, g * t, keys))?;
+        let probs = softmax_last(&scores)?;
+
+        let mut out: Option<Tensor> = None;
+        if let (Some((_, vp)), Some(_)) = (&kv.prefix, &q_folded) {
+            let pp = probs.narrow(3, 0, p_len)?.transpose(0, 1)?.contiguous()?.reshape((hkv, b * g * t, p_len))?;
+            let o = pp.matmul(vp)?.reshape((hkv, b, g * t, d))?.transpose(0, 1)?;
+            out = Some(o);
+        }
+        if let Some((_, vs)) = &kv.suffix {
+            let ps = probs.narrow(3, p_len, s_len)?.contiguous()?;
+            let o = ps.matmul(vs)?;
+            out = Some(match out {
+                Some(prev) => (prev + o)?,
+                None => o,
+            });
+        }
+        let out = out.ok_or_else(|| Error::invalid("attention over an empty cache"))?;
+        let out = merge_heads(&out.reshape((b, hq, t, d))?)?;
+        self.o.forward(&out)
+    }
+}

@@ -1,0 +1,288 @@
+//! Our own decoder forward pass for GGUF models (gemma3 and the llama family) on candle ops.
+//!
+//! [`Model::forward`] runs one step for every row of a [`KvCache`]: each row brings zero or
+//! more new tokens (ragged rows are padded and masked), and the caller chooses which logits
+//! come back (last position per row, or every position to score a continuation in one pass).
+//! The final normalised hidden state of each row's last token always comes back too (probe
+//! reward heads read it for free).
+
+pub mod attention;
+pub mod config;
+pub mod layers;
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
+
+pub use config::{Activation, Arch, ModelConfig, RopeStyle};
+
+use crate::gguf::GgufFile;
+use crate::kv_cache::{CacheShape, KvCache};
+use attention::{AttnInputs, Attention};
+use layers::{inv_freq, load_qtensor, rope_tables, Linear, RmsNorm};
+
+use crate::{Error, Result};
+
+/// Load-time choices.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Re-quantize Q4_0/Q4_1/Q5_0/Q5_1 weights to Q8_0 on CPU (faster kernels).
+    pub requantize: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { requantize: true }
+    }
+}
+
+/// Which logits [`Model::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// The last new token of each row: `[rows, vocab]`.
+    Last,
+    /// Every new position: `[rows, t, vocab]` (padding positions of short rows are junk).
+    All,
+    /// No logits (prefill of a prefix whose next token is not needed yet).
+    None,
+}
+
+/// Result of one forward step.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// Logits, shaped per [`LogitsFor`]; `None` for [`LogitsFor::None`].
+    pub logits: Option<Tensor>,
+    /// Final normalised hidden state of each row's last new token: `[rows, hidden]`.
+    pub hidden: Tensor,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: Option<RmsNorm>,
+    local: bool,
+}
+
+/// Static description of a loaded model (for `deal info`).
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub config: ModelConfig,
+    /// Number of parameters (elements of all tensors).
+    pub parameters: usize,
+    /// Tensor count per stored quantization type, e.g. `("Q4K", 108)`.
+    pub quant_types: Vec<(String, usize)>,
+    pub file_bytes: u64,
+}
+
+/// A loaded model: weights plus precomputed RoPE frequencies.
+pub struct Model {
+    cfg: ModelConfig,
+    device: Device,
+    dtype: DType,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: Linear,
+    inv_freq_global: Tensor,
+    inv_freq_local: Tensor,
+}
+
+impl Model {
+    /// Load every weight from an open GGUF file onto `device`.
+    pub fn load(f: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let cfg = ModelConfig::from_gguf(f.content())?;
+        let rq = opts.requantize;
+        let embed = Arc::new(f.tensor("token_embd.weight", device)?);
+        let (vocab, hidden) = embed.shape().dims2()?;
+        if hidden != cfg.hidden_size {
+            return Err(Error::Gguf(format!(
+                "token_embd.weight has width {hidden}, metadata says embedding_length {}",
+                cfg.hidden_size
+            )));
+        }
+        let mut cfg = cfg;
+        cfg.vocab_size = vocab;
+        let eps = cfg.rms_eps;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let opt_norm = |f: &mut GgufFile, s: &str| -> Result<Option<RmsNorm>> {
+                let name = p(s);
+                if f.has_tensor(&name) {
+                    Ok(Some(RmsNorm::load(f, &name, device, eps)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let attn = Attention {
+                q: Linear::load(f, &p("attn_q"), device, rq)?,
+                k: Linear::load(f, &p("attn_k"), device, rq)?,
+                v: Linear::load(f, &p("attn_v"), device, rq)?,
+                o: Linear::load(f, &p("attn_output"), device, rq)?,
+                q_norm: if cfg.qk_norm { opt_norm(f, "attn_q_norm.weight")? } else { None },
+                k_norm: if cfg.qk_norm { opt_norm(f, "attn_k_norm.weight")? } else { None },
+            };
+            if cfg.qk_norm && (attn.q_norm.is_none() || attn.k_norm.is_none()) {
+                return Err(Error::Gguf(format!("layer {i}: missing attn_q_norm/attn_k_norm")));
+            }
+            layers.push(Layer {
+                attn_norm: RmsNorm::load(f, &p("attn_norm.weight"), device, eps)?,
+                attn,
+                post_attn_norm: if cfg.post_norms { opt_norm(f, "post_attention_norm.weight")? } else { None },
+                ffn_norm: RmsNorm::load(f, &p("ffn_norm.weight"), device, eps)?,
+                mlp: Mlp {
+                    gate: Linear::load(f, &p("ffn_gate"), device, rq)?,
+                    up: Linear::load(f, &p("ffn_up"), device, rq)?,
+                    down: Linear::load(f, &p("ffn_down"), device, rq)?,
+                },
+                post_ffn_norm: if cfg.post_norms { opt_norm(f, "post_ffw_norm.weight")? } else { None },
+                local: cfg.is_local_layer(i),
+            });
+        }
+        let norm = RmsNorm::load(f, "output_norm.weight", device, eps)?;
+        let output = if f.has_tensor("output.weight") {
+            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?))?
+        } else {
+            Linear::from_arc(embed.clone())?
+        };
+        let factors = if f.has_tensor("rope_freqs.weight") {
+            Some(f.tensor("rope_freqs.weight", device)?.dequantize(device)?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        let inv_freq_global = inv_freq(cfg.head_dim, cfg.rope_base, factors.as_deref(), device)?;
+        let inv_freq_local = inv_freq(cfg.head_dim, cfg.rope_base_local, None, device)?;
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            dtype: DType::F32,
+            embed,
+            layers,
+            norm,
+            output,
+            inv_freq_global,
+            inv_freq_local,
+        })
+    }
+
+    /// Summarise a GGUF file's model without loading weights.
+    pub fn info(f: &GgufFile) -> Result<ModelInfo> {
+        let config = ModelConfig::from_gguf(f.content())?;
+        let mut parameters = 0usize;
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for ti in f.content().tensor_infos.values() {
+            parameters += ti.shape.elem_count();
+            *counts.entry(format!("{:?}", ti.ggml_dtype)).or_default() += 1;
+        }
+        let file_bytes = std::fs::metadata(f.path()).map(|m| m.len()).unwrap_or(0);
+        Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Geometry for [`KvCache::new`].
+    pub fn cache_shape(&self) -> CacheShape {
+        CacheShape { n_layers: self.cfg.n_layers, n_kv_heads: self.cfg.n_kv_heads, head_dim: self.cfg.head_dim }
+    }
+
+    /// A new empty cache with `rows` rows for this model.
+    pub fn new_cache(&self, rows: usize) -> Result<KvCache> {
+        KvCache::new(self.cache_shape(), rows, &self.device, self.dtype)
+    }
+
+    /// Run one step. `tokens[r]` are the new tokens of row `r` (may differ in length, may be
+    /// empty for rows that only wait); the cache must have `tokens.len()` rows.
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[Vec<u32>], want: LogitsFor) -> Result<ForwardOutput> {
+        let b = tokens.len();
+        let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let t = lens.iter().copied().max().unwrap_or(0);
+        if let Some(&bad) = tokens.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::invalid(format!("token id {bad} outside the vocabulary ({})", self.cfg.vocab_size)));
+        }
+        for (r, &n) in lens.iter().enumerate() {
+            let total = cache.row_len(r)? + n;
+            if total > self.cfg.context_length {
+                return Err(Error::invalid(format!(
+                    "row {r} would hold {total} tokens, beyond the model's context of {}",
+                    self.cfg.context_length
+                )));
+            }
+        }
+        let has_local = self.layers.iter().any(|l| l.local);
+        let step = cache.begin_step(&lens, if has_local { self.cfg.sliding_window } else { None })?;
+
+        let mut ids = Vec::with_capacity(b * t);
+        for row in tokens {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(0u32, t - row.len()));
+        }
+        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(self.dtype)?;
+        if let Some(s) = self.cfg.embed_scale {
+            x = (x * s)?;
+        }
+        let (cos_g, sin_g) = rope_tables(&step.positions, &self.inv_freq_global, self.cfg.rope_linear_scale)?;
+        let (cos_l, sin_l) = if has_local {
+            rope_tables(&step.positions, &self.inv_freq_local, 1.0)?
+        } else {
+            (cos_g.clone(), sin_g.clone())
+        };
+        let global = AttnInputs { step: &step, mask: &step.mask_global, cos: &cos_g, sin: &sin_g };
+        let local_mask = step.mask_local.as_ref().unwrap_or(&step.mask_global);
+        let local = AttnInputs { step: &step, mask: local_mask, cos: &cos_l, sin: &sin_l };
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let inp = if layer.local { &local } else { &global };
+            let h = layer.attn_norm.forward(&x)?;
+            let mut h = layer.attn.forward(&self.cfg, i, &h, cache, inp)?;
+            if let Some(n) = &layer.post_attn_norm {
+                h = n.forward(&h)?;
+            }
+            x = (x + h)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let gate = layer.mlp.gate.forward(&h)?;
+            let gate = match self.cfg.activation {
+                Activation::GeluTanh => gate.gelu()?,
+                Activation::Silu => candle_nn::ops::silu(&gate)?,
+            };
+            let mut h = layer.mlp.down.forward(&(gate * layer.mlp.up.forward(&h)?)?)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                h = n.forward(&h)?;
+            }
+            x = (x + h)?;
+        }
+
+        let hidden_dim = self.cfg.hidden_size;
+        let flat = x.reshape((b * t, hidden_dim))?;
+        let last_idx: Vec<u32> = lens.iter().enumerate().map(|(r, &n)| (r * t + n.max(1) - 1) as u32).collect();
+        let last_idx = Tensor::new(last_idx.as_slice(), &self.device)?;
+        let hidden = self.norm.forward(&flat.index_select(&last_idx, 0)?)?;
+        let logits = match want {
+            LogitsFor::None => None,
+            LogitsFor::Last => Some(self.output.forward(&hidden)?),
+            LogitsFor::All => {
+                let all = self.norm.forward(&flat)?;
+                Some(self.output.forward(&all)?.reshape((b, t, self.cfg.vocab_size))?)
+            }
+        };
+        Ok(ForwardOutput { logits, hidden })
+    }
+}

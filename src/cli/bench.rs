@@ -1,0 +1,84 @@
+//! `deal bench`: speed benchmarks, printed as ratios against a peer measured in the same run.
+
+use deal_bench::decode::{self, DecodeBench};
+use deal_bench::llamacpp;
+
+use super::ModelArgs;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Decode tok/s at batch 1 and aggregate tok/s of forked lockstep rows, vs llama.cpp.
+    Decode(DecodeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Decode steps timed per batch size.
+    #[arg(long, default_value_t = 64)]
+    pub steps: usize,
+    /// Prompt length in tokens.
+    #[arg(long, default_value_t = 32)]
+    pub prompt_tokens: usize,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub batches: Vec<usize>,
+    /// Skip llama.cpp even if it is built.
+    #[arg(long)]
+    pub no_peer: bool,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Decode(a) => decode_bench(a),
+    }
+}
+
+fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
+    if a.batches.is_empty() || a.batches.contains(&0) || a.steps == 0 {
+        anyhow::bail!("--batches needs positive sizes and --steps must be > 0");
+    }
+    let engine = a.model.load()?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cfg = DecodeBench { prompt_tokens: a.prompt_tokens, steps: a.steps, batches: a.batches.clone(), warmup: 4 };
+    eprintln!("deal bench decode: {} ({} threads), prompt {} tokens, {} steps", engine.name(), threads, cfg.prompt_tokens, cfg.steps);
+    let ours = decode::run(&engine, &cfg)?;
+
+    let mut peer: Vec<(usize, f64)> = Vec::new();
+    if !a.no_peer {
+        match llamacpp::bench_b1(engine.path(), threads, a.steps) {
+            Ok(t) => peer.push((1, t)),
+            Err(e) => eprintln!("llama.cpp b=1: {e} (build it with bench/llamacpp/build.sh)"),
+        }
+        let multi: Vec<usize> = a.batches.iter().copied().filter(|&b| b > 1).collect();
+        if !multi.is_empty() {
+            match llamacpp::batched(engine.path(), threads, a.prompt_tokens, a.steps, &multi) {
+                Ok(rows) => peer.extend(rows),
+                Err(e) => eprintln!("llama.cpp batched: {e}"),
+            }
+        }
+    }
+    println!("{:>6} {:>14} {:>16} {:>10} {:>12}", "batch", "deal tok/s", "llama.cpp tok/s", "ratio", "deal KV MB");
+    let mut json = Vec::new();
+    for p in &ours {
+        let peer_t = peer.iter().find(|(b, _)| *b == p.batch).map(|(_, t)| *t);
+        let ratio = peer_t.map(|t| p.tok_per_s / t);
+        println!(
+            "{:>6} {:>14.1} {:>16} {:>10} {:>12.1}",
+            p.batch,
+            p.tok_per_s,
+            peer_t.map_or("-".into(), |t| format!("{t:.1}")),
+            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
+            p.kv_bytes as f64 / 1e6
+        );
+        json.push(serde_json::json!({"batch": p.batch, "deal_tok_s": p.tok_per_s, "llamacpp_tok_s": peer_t, "ratio": ratio, "kv_bytes": p.kv_bytes}));
+    }
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}

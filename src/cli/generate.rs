@@ -1,0 +1,89 @@
+//! `deal generate`: plain decoding (greedy or sampled) from a prompt, streamed to stdout.
+
+use std::io::{Read, Write};
+
+use deal_runtime::sampling::SamplingParams;
+use deal_runtime::GenerateParams;
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt; `-` reads it from stdin.
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below min_p × the top probability (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Window of recent tokens the repetition penalty looks at.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// RNG seed (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Do not print timing statistics to stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repeat_penalty,
+        repeat_last_n: a.repeat_last_n,
+        seed: a.seed,
+    };
+    sampling.validate()?;
+    let prompt = if a.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        a.prompt.clone()
+    };
+    let engine = a.model.load()?;
+    let ids = engine.encode_prompt(&prompt)?;
+    let params = GenerateParams { max_tokens: a.max_tokens, sampling, stop: a.stop.clone() };
+    let mut stdout = std::io::stdout().lock();
+    let g = engine.generate(&ids, &params, &mut |piece| {
+        // a closed stdout (e.g. `| head`) cancels generation instead of failing
+        stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+    })?;
+    let _ = writeln!(stdout);
+    if !a.quiet {
+        let n = g.tokens.len();
+        eprintln!(
+            "[{} prompt tokens in {:.2}s ({:.1} tok/s); {n} tokens in {:.2}s ({:.1} tok/s); finish: {}]",
+            g.prompt_tokens,
+            g.prefill_secs,
+            g.prompt_tokens as f64 / g.prefill_secs.max(1e-9),
+            g.decode_secs,
+            n as f64 / g.decode_secs.max(1e-9),
+            g.finish_reason.as_str()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `deal info`: what is inside a GGUF model, without loading its weights.
+
+use std::path::PathBuf;
+
+use deal_runtime::gguf::GgufFile;
+use deal_runtime::model::Model;
+use deal_runtime::setup::resolve_model;
+use deal_runtime::tokenizer::GgufTokenizer;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// GGUF model file (default: the bundled Gemma 3 270M).
+    #[arg(short = 'm', long = "model", value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let path = resolve_model(a.model.as_deref())?;
+    let f = GgufFile::open(&path)?;
+    let info = Model::info(&f)?;
+    let c = &info.config;
+    let tok = GgufTokenizer::from_gguf(f.content())?;
+    println!("file            {} ({:.1} MB)", path.display(), info.file_bytes as f64 / 1e6);
+    println!("architecture    {} ({:?})", c.arch_name, c.arch);
+    println!("parameters      {:.1} M", info.parameters as f64 / 1e6);
+    println!("layers          {}", c.n_layers);
+    println!("hidden size     {}", c.hidden_size);
+    println!("ffn size        {}", c.ffn_size);
+    println!("heads           {} query, {} kv, head dim {}", c.n_heads, c.n_kv_heads, c.head_dim);
+    println!("context length  {}", c.context_length);
+    println!("vocabulary      {} tokens ({:?})", tok.vocab_size(), tok.kind());
+    println!("rope            base {} ({:?}), local base {}", c.rope_base, c.rope_style, c.rope_base_local);
+    match c.sliding_window {
+        Some(w) => println!("sliding window  {w} tokens on {} of {} layers", (0..c.n_layers).filter(|&i| c.is_local_layer(i)).count(), c.n_layers),
+        None => println!("sliding window  none"),
+    }
+    let quants: Vec<String> = info.quant_types.iter().map(|(q, n)| format!("{q} x{n}")).collect();
+    println!("tensor types    {}", quants.join(", "));
+    Ok(())
+}

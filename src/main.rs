@@ -1,0 +1,51 @@
+//! `deal`: the command-line entry point. Each subcommand lives in its own module under
+//! `cli/`; this file only parses arguments and reports errors as one line.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "deal", version, about = "Decoding-time alignment runtime: reward-guided search over a GGUF LLM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streamed to stdout.
+    Generate(cli::generate::Args),
+    /// Describe a GGUF model: architecture, sizes, quantization types, context length.
+    Info(cli::info::Args),
+    /// Fetch and verify the default model (done automatically on first use).
+    Setup,
+    /// Benchmarks (speed ratios vs. baselines and peers).
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DEAL_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cli::generate::run(a),
+        Command::Info(a) => cli::info::run(a),
+        Command::Setup => deal_runtime::setup::ensure_default_model()
+            .map(|p| println!("{}", p.display()))
+            .map_err(Into::into),
+        Command::Bench(b) => cli::bench::run(b),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
