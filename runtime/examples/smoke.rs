@@ -5,7 +5,7 @@ fn main() {
     let vocab: Vec<String> = serde_json::from_str(&std::fs::read_to_string("/tmp/vocab.json").unwrap()).unwrap();
     let mut f = GgufFile::open(std::env::var("M").unwrap()).unwrap();
     let t0 = std::time::Instant::now();
-    let m = Model::load(&mut f, &candle_core::Device::Cpu, &LoadOptions { requantize: std::env::var("NORQ").is_err() }).unwrap();
+    let m = Model::load(&mut f, &candle_core::Device::Cpu, &LoadOptions::default()).unwrap();
     eprintln!("load {:?}", t0.elapsed());
     let mut cache = m.new_cache(1).unwrap();
     let mut toks = vec![2u32, 818, 5279, 529, 7001, 563];

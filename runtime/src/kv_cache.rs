@@ -30,7 +30,7 @@ const EMPTY: i32 = -1;
 /// row yields a uniform softmax instead of NaN.
 const MASKED: f32 = -1e30;
 /// Suffix capacity grows in multiples of this many slots.
-const CAP_STEP: usize = 64;
+const CAP_STEP: usize = 16;
 
 /// Geometry of the cache: one per model.
 #[derive(Debug, Clone, Copy)]

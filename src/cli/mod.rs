@@ -6,6 +6,7 @@ pub mod info;
 
 use std::path::PathBuf;
 
+use deal_runtime::model::WeightMode;
 use deal_runtime::{device::parse_device, setup::resolve_model, Engine, EngineOptions};
 
 /// Options every model-using subcommand takes.
@@ -18,9 +19,10 @@ pub struct ModelArgs {
     /// Compute device: cpu, cuda, cuda:N (cuda needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Keep Q4_0/Q5_0-type weights as stored instead of re-quantizing them to Q8_0 on CPU.
-    #[arg(long)]
-    pub no_requantize: bool,
+    /// Weights in memory: `requantize` (Q4_0/Q5_0-type weights to Q8_0 on CPU, fastest),
+    /// `stored` (as in the file), `f32` (exact reference arithmetic, 4x memory).
+    #[arg(long, default_value = "requantize", value_parser = ["requantize", "stored", "f32"])]
+    pub weights: String,
 }
 
 impl ModelArgs {
@@ -28,7 +30,11 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Engine> {
         let path = resolve_model(self.model.as_deref())?;
         let mut opts = EngineOptions { device: parse_device(&self.device)?, ..Default::default() };
-        opts.load.requantize = !self.no_requantize;
+        opts.load.weights = match self.weights.as_str() {
+            "stored" => WeightMode::Stored,
+            "f32" => WeightMode::F32,
+            _ => WeightMode::Requantize,
+        };
         Ok(Engine::load(&path, &opts)?)
     }
 }

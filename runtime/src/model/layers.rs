@@ -16,14 +16,28 @@ pub fn slow_on_cpu(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
 }
 
-/// Read a weight as a [`QTensor`], re-quantizing slow types to Q8_0 when asked to.
-pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, requantize: bool) -> Result<QTensor> {
+/// How matmul weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightMode {
+    /// As stored in the GGUF.
+    Stored,
+    /// As stored, except types without a fast CPU kernel become Q8_0 (CPU only).
+    Requantize,
+    /// Dequantized to f32: exact reference arithmetic (4x the memory, slower). Quantized
+    /// matmuls round activations to 8 bits, so two schedules of the same computation can
+    /// differ by a few tenths of a logit; in f32 they agree to ~1e-5.
+    F32,
+}
+
+/// Read a weight as a [`QTensor`] held per `mode`.
+pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
     let t = f.tensor(name, device)?;
-    if requantize && device.is_cpu() && slow_on_cpu(t.dtype()) {
-        let deq = t.dequantize(device)?;
-        return Ok(QTensor::quantize(&deq, GgmlDType::Q8_0)?);
-    }
-    Ok(t)
+    let target = match mode {
+        WeightMode::Requantize if device.is_cpu() && slow_on_cpu(t.dtype()) => GgmlDType::Q8_0,
+        WeightMode::F32 if t.dtype() != GgmlDType::F32 => GgmlDType::F32,
+        _ => return Ok(t),
+    };
+    Ok(QTensor::quantize(&t.dequantize(device)?, target)?)
 }
 
 /// A linear layer `y = x Wᵀ (+ b)` with a quantized weight.
@@ -35,8 +49,8 @@ pub struct Linear {
 
 impl Linear {
     /// Load `{name}.weight` and, if present, `{name}.bias`.
-    pub fn load(f: &mut GgufFile, name: &str, device: &Device, requantize: bool) -> Result<Self> {
-        let w = load_qtensor(f, &format!("{name}.weight"), device, requantize)?;
+    pub fn load(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
+        let w = load_qtensor(f, &format!("{name}.weight"), device, mode)?;
         let bias_name = format!("{name}.bias");
         let bias = if f.has_tensor(&bias_name) {
             Some(f.tensor(&bias_name, device)?.dequantize(device)?)

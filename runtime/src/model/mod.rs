@@ -21,19 +21,21 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use attention::{AttnInputs, Attention};
 use layers::{inv_freq, load_qtensor, rope_tables, Linear, RmsNorm};
+pub use layers::WeightMode;
 
 use crate::{Error, Result};
 
 /// Load-time choices.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Re-quantize Q4_0/Q4_1/Q5_0/Q5_1 weights to Q8_0 on CPU (faster kernels).
-    pub requantize: bool,
+    /// How matmul weights are held; default re-quantizes Q4_0/Q5_0-type weights to Q8_0 on
+    /// CPU (faster kernels).
+    pub weights: WeightMode,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { requantize: true }
+        Self { weights: WeightMode::Requantize }
     }
 }
 
@@ -103,8 +105,8 @@ impl Model {
     /// Load every weight from an open GGUF file onto `device`.
     pub fn load(f: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let cfg = ModelConfig::from_gguf(f.content())?;
-        let rq = opts.requantize;
-        let embed = Arc::new(f.tensor("token_embd.weight", device)?);
+        let rq = opts.weights;
+        let embed = Arc::new(load_qtensor(f, "token_embd.weight", device, if rq == WeightMode::F32 { rq } else { WeightMode::Stored })?);
         let (vocab, hidden) = embed.shape().dims2()?;
         if hidden != cfg.hidden_size {
             return Err(Error::Gguf(format!(
