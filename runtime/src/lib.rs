@@ -5,6 +5,7 @@
 //! - [`gguf`]: reading GGUF metadata and tensors;
 //! - [`tokenizer`]: a `tokenizers::Tokenizer` built from the GGUF's own vocabulary;
 //! - [`model`]: our own forward pass for gemma3 and the llama family, on candle ops;
+//! - [`kernels`]: hand-written CPU matmul kernels (batched Q8_0 with AVX512-VNNI);
 //! - [`kv_cache`]: a batched KV cache built for tree search (fork / select / truncate rows);
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, repetition penalty, seeds;
 //! - [`engine`]: model + tokenizer + device, with prefill/step and plain generation;
@@ -16,6 +17,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod sampling;

@@ -6,15 +6,14 @@ use candle_core::Tensor;
 
 use crate::kv_cache::{KvCache, StepInfo};
 use crate::model::config::ModelConfig;
-use crate::model::layers::{apply_rope, merge_heads, softmax_last, split_heads, Linear, RmsNorm};
+use crate::model::layers::{apply_rope, merge_heads, softmax_last, split_heads, Linear, Projections, RmsNorm};
 use crate::{Error, Result};
 
 /// Weights of one attention block.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Attention {
-    pub q: Linear,
-    pub k: Linear,
-    pub v: Linear,
+    /// q, k and v projections (fused into one matmul where possible).
+    pub qkv: Projections,
     pub o: Linear,
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
@@ -40,9 +39,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
-        let mut q = split_heads(&self.q.forward(x)?, hq, d)?;
-        let mut k = split_heads(&self.k.forward(x)?, hkv, d)?;
-        let v = split_heads(&self.v.forward(x)?, hkv, d)?.contiguous()?;
+        let qkv = self.qkv.forward(x)?;
+        let mut q = split_heads(&qkv[0].contiguous()?, hq, d)?;
+        let mut k = split_heads(&qkv[1].contiguous()?, hkv, d)?;
+        let v = split_heads(&qkv[2].contiguous()?, hkv, d)?.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;

@@ -7,6 +7,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::gguf::GgufFile;
+use crate::kernels::q8_0::PackedQ8;
 use crate::model::config::RopeStyle;
 use crate::Result;
 
@@ -40,29 +41,73 @@ pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightM
     Ok(QTensor::quantize(&t.dequantize(device)?, target)?)
 }
 
+/// The matmul behind a linear layer: our packed Q8_0 kernel where it applies, else candle's.
+#[derive(Clone)]
+enum Matmul {
+    Candle(QMatMul),
+    Packed(Arc<PackedQ8>),
+}
+
+impl Matmul {
+    fn new(w: QTensor) -> Result<Self> {
+        match PackedQ8::pack(&[&w])? {
+            Some(p) => Ok(Matmul::Packed(Arc::new(p))),
+            None => Ok(Matmul::Candle(QMatMul::from_qtensor(w)?)),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matmul::Candle(q) => Ok(q.forward(x)?),
+            Matmul::Packed(p) => packed_forward(p, x),
+        }
+    }
+}
+
+/// `x[.., k]` through a packed weight, on CPU.
+fn packed_forward(p: &PackedQ8, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().ok_or_else(|| crate::Error::invalid("matmul input has no dimensions"))?;
+    let m = x.elem_count() / k.max(1);
+    let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let y = p.matmul(&flat, m)?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("non-empty dims") = p.n();
+    Ok(Tensor::from_vec(y, out_dims, x.device())?.to_dtype(x.dtype())?)
+}
+
 /// A linear layer `y = x Wᵀ (+ b)` with a quantized weight.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Matmul,
     bias: Option<Tensor>,
+}
+
+fn load_bias(f: &mut GgufFile, name: &str, device: &Device) -> Result<Option<Tensor>> {
+    let bias_name = format!("{name}.bias");
+    if f.has_tensor(&bias_name) {
+        Ok(Some(f.tensor(&bias_name, device)?.dequantize(device)?))
+    } else {
+        Ok(None)
+    }
 }
 
 impl Linear {
     /// Load `{name}.weight` and, if present, `{name}.bias`.
     pub fn load(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
         let w = load_qtensor(f, &format!("{name}.weight"), device, mode)?;
-        let bias_name = format!("{name}.bias");
-        let bias = if f.has_tensor(&bias_name) {
-            Some(f.tensor(&bias_name, device)?.dequantize(device)?)
-        } else {
-            None
-        };
-        Ok(Self { weight: QMatMul::from_qtensor(w)?, bias })
+        let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
+        Ok(Self { weight, bias: load_bias(f, name, device)? })
     }
 
     /// Wrap an already loaded tensor (tied output embedding).
-    pub fn from_arc(w: Arc<QTensor>) -> Result<Self> {
-        Ok(Self { weight: QMatMul::from_arc(w)?, bias: None })
+    pub fn from_arc(w: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
+        let packed = if mode == WeightMode::F32 { None } else { PackedQ8::pack(&[&w])? };
+        let weight = match packed {
+            Some(p) => Matmul::Packed(Arc::new(p)),
+            None => Matmul::Candle(QMatMul::from_arc(w)?),
+        };
+        Ok(Self { weight, bias: None })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -71,6 +116,55 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+}
+
+/// Several projections of the same input (q/k/v, gate/up): one fused packed matmul when all
+/// weights are Q8_0 without biases, else one [`Linear`] each.
+#[derive(Clone)]
+pub struct Projections {
+    fused: Option<(Arc<PackedQ8>, Vec<usize>)>,
+    parts: Vec<Linear>,
+}
+
+impl Projections {
+    pub fn load(f: &mut GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Self> {
+        let mut ws = Vec::with_capacity(names.len());
+        let mut has_bias = false;
+        for n in names {
+            ws.push(load_qtensor(f, &format!("{n}.weight"), device, mode)?);
+            has_bias |= f.has_tensor(&format!("{n}.bias"));
+        }
+        if mode != WeightMode::F32 && !has_bias {
+            let refs: Vec<&QTensor> = ws.iter().collect();
+            if let Some(p) = PackedQ8::pack(&refs)? {
+                let widths = ws.iter().map(|w| w.shape().dims2().map(|d| d.0)).collect::<candle_core::Result<Vec<_>>>()?;
+                return Ok(Self { fused: Some((Arc::new(p), widths)), parts: Vec::new() });
+            }
+        }
+        let mut parts = Vec::with_capacity(names.len());
+        for (w, n) in ws.into_iter().zip(names) {
+            let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
+            parts.push(Linear { weight, bias: load_bias(f, n, device)? });
+        }
+        Ok(Self { fused: None, parts })
+    }
+
+    /// One output per projection, in the order loaded.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match &self.fused {
+            Some((p, widths)) => {
+                let y = packed_forward(p, x)?;
+                let mut out = Vec::with_capacity(widths.len());
+                let mut at = 0;
+                for &w in widths {
+                    out.push(y.narrow(candle_core::D::Minus1, at, w)?);
+                    at += w;
+                }
+                Ok(out)
+            }
+            None => self.parts.iter().map(|l| l.forward(x)).collect(),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub use config::{Activation, Arch, ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use attention::{AttnInputs, Attention};
-use layers::{inv_freq, load_qtensor, rope_tables, Linear, RmsNorm};
+use layers::{inv_freq, load_qtensor, rope_tables, Linear, Projections, RmsNorm};
 pub use layers::WeightMode;
 
 use crate::{Error, Result};
@@ -59,14 +59,13 @@ pub struct ForwardOutput {
     pub hidden: Tensor,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: Projections,
     down: Linear,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Layer {
     attn_norm: RmsNorm,
     attn: Attention,
@@ -129,9 +128,7 @@ impl Model {
                 }
             };
             let attn = Attention {
-                q: Linear::load(f, &p("attn_q"), device, rq)?,
-                k: Linear::load(f, &p("attn_k"), device, rq)?,
-                v: Linear::load(f, &p("attn_v"), device, rq)?,
+                qkv: Projections::load(f, &[p("attn_q"), p("attn_k"), p("attn_v")], device, rq)?,
                 o: Linear::load(f, &p("attn_output"), device, rq)?,
                 q_norm: if cfg.qk_norm { opt_norm(f, "attn_q_norm.weight")? } else { None },
                 k_norm: if cfg.qk_norm { opt_norm(f, "attn_k_norm.weight")? } else { None },
@@ -145,8 +142,7 @@ impl Model {
                 post_attn_norm: if cfg.post_norms { opt_norm(f, "post_attention_norm.weight")? } else { None },
                 ffn_norm: RmsNorm::load(f, &p("ffn_norm.weight"), device, eps)?,
                 mlp: Mlp {
-                    gate: Linear::load(f, &p("ffn_gate"), device, rq)?,
-                    up: Linear::load(f, &p("ffn_up"), device, rq)?,
+                    gate_up: Projections::load(f, &[p("ffn_gate"), p("ffn_up")], device, rq)?,
                     down: Linear::load(f, &p("ffn_down"), device, rq)?,
                 },
                 post_ffn_norm: if cfg.post_norms { opt_norm(f, "post_ffw_norm.weight")? } else { None },
@@ -155,9 +151,9 @@ impl Model {
         }
         let norm = RmsNorm::load(f, "output_norm.weight", device, eps)?;
         let output = if f.has_tensor("output.weight") {
-            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?))?
+            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?), rq)?
         } else {
-            Linear::from_arc(embed.clone())?
+            Linear::from_arc(embed.clone(), rq)?
         };
         let factors = if f.has_tensor("rope_freqs.weight") {
             Some(f.tensor("rope_freqs.weight", device)?.dequantize(device)?.to_vec1::<f32>()?)
@@ -260,12 +256,12 @@ impl Model {
             }
             x = (x + h)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let gate = layer.mlp.gate.forward(&h)?;
+            let gu = layer.mlp.gate_up.forward(&h)?;
             let gate = match self.cfg.activation {
-                Activation::GeluTanh => gate.gelu()?,
-                Activation::Silu => candle_nn::ops::silu(&gate)?,
+                Activation::GeluTanh => gu[0].gelu()?,
+                Activation::Silu => candle_nn::ops::silu(&gu[0])?,
             };
-            let mut h = layer.mlp.down.forward(&(gate * layer.mlp.up.forward(&h)?)?)?;
+            let mut h = layer.mlp.down.forward(&(gate * &gu[1])?)?;
             if let Some(n) = &layer.post_ffn_norm {
                 h = n.forward(&h)?;
             }

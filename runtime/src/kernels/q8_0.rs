@@ -1,0 +1,283 @@
+//! Batched Q8_0 × Q8_0 matmul with AVX512-VNNI.
+//!
+//! candle's CPU path for Q8_0 weights computes one 32-value dot product per (row, column)
+//! with AVX2 and only repacks weights whose width is a multiple of 256, which excludes every
+//! projection of a 640-wide model such as Gemma 3 270M. Here the weights are repacked once
+//! at load into tiles of 16 output rows: for each 32-value block, eight 64-byte vectors that
+//! each hold 4 consecutive values of all 16 rows (stored +128 as u8), plus the 16 scales. One
+//! `vpdpbusd` then advances 16 outputs by 4 values, and each weight vector loaded from memory
+//! is reused for up to [`ROWS_PER_PASS`] activation rows, so lockstep search rows share the
+//! weight traffic instead of re-reading it.
+//!
+//! Arithmetic is the same as ggml/candle's Q8_0 path (activations quantized per 32 values
+//! with an f16 scale), so results agree with `QMatMul` up to float summation order.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use half::f16;
+
+use crate::{Error, Result};
+
+const QK: usize = 32;
+const TILE: usize = 16;
+/// Activation rows processed per pass over a weight tile.
+pub const ROWS_PER_PASS: usize = 4;
+
+/// One 32-value block of 16 rows: `qs[g][row][j]` = weight value `4g + j` of `row`, + 128,
+/// and the 16 row scales as f16 bits (544 bytes: the same as the Q8_0 blocks it replaces).
+#[repr(C, align(32))]
+#[derive(Clone)]
+struct TileBlock {
+    qs: [u8; QK * TILE],
+    d: [u16; TILE],
+}
+
+/// Q8_0 weights `[n, k]` repacked for the VNNI kernel.
+pub struct PackedQ8 {
+    n: usize,
+    k: usize,
+    blocks: Vec<TileBlock>,
+}
+
+/// Whether this CPU can run the kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedQ8 {
+    /// Repack Q8_0 weights; several tensors with the same `k` are stacked along `n`
+    /// (fused q/k/v or gate/up projections). `None` if a tensor is not Q8_0, `k` is not a
+    /// multiple of 32, or the CPU lacks AVX512-VNNI.
+    pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        if !available() || ts.is_empty() {
+            return Ok(None);
+        }
+        let mut rows: Vec<&[u8]> = Vec::new();
+        let mut k = 0;
+        let mut datas = Vec::with_capacity(ts.len());
+        for t in ts {
+            if t.dtype() != GgmlDType::Q8_0 || !t.device().is_cpu() {
+                return Ok(None);
+            }
+            let (n, tk) = t.shape().dims2()?;
+            if (k != 0 && tk != k) || tk % QK != 0 {
+                return Ok(None);
+            }
+            k = tk;
+            datas.push((t.data()?, n));
+        }
+        let row_bytes = k / QK * 34;
+        for (data, n) in &datas {
+            if data.len() != n * row_bytes {
+                return Err(Error::Gguf(format!("Q8_0 tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
+            }
+            rows.extend(data.chunks_exact(row_bytes));
+        }
+        let n = rows.len();
+        let kb = k / QK;
+        let tiles = n.div_ceil(TILE);
+        let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
+        let mut blocks = vec![empty; tiles * kb];
+        for (r, row) in rows.iter().enumerate() {
+            let (t, lane) = (r / TILE, r % TILE);
+            for b in 0..kb {
+                let src = &row[b * 34..(b + 1) * 34];
+                let blk = &mut blocks[t * kb + b];
+                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+                for (i, &q) in src[2..].iter().enumerate() {
+                    let (g, j) = (i / 4, i % 4);
+                    blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
+                }
+            }
+        }
+        Ok(Some(Self { n, k, blocks }))
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `dst[m, n] = lhs[m, k] · Wᵀ`.
+    pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        if lhs.len() != m * self.k {
+            return Err(Error::invalid(format!("lhs has {} values, expected {m} x {}", lhs.len(), self.k)));
+        }
+        let act = QuantizedRows::new(lhs, m, self.k);
+        let kb = self.k / QK;
+        let tiles = self.n.div_ceil(TILE);
+        let n = self.n;
+        // tile-major output so threads write disjoint chunks; transposed into dst after
+        let mut tiled = vec![0f32; tiles * m * TILE];
+        let tiled_ptr = tiled.as_mut_ptr() as usize;
+        // candle's persistent pool: the same threads candle's own matmuls use, so the two
+        // never oversubscribe the cores.
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            for t in range {
+                let blocks = &self.blocks[t * kb..(t + 1) * kb];
+                // SAFETY: each tile index is handed to exactly one worker, and tile `t` owns
+                // the disjoint output range [t*m*TILE, (t+1)*m*TILE).
+                let out = unsafe { std::slice::from_raw_parts_mut((tiled_ptr as *mut f32).add(t * m * TILE), m * TILE) };
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(ROWS_PER_PASS);
+                    // SAFETY: `available()` was checked when the weights were packed.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        tile_kernel(blocks, &act, r0, rows, &mut out[r0 * TILE..(r0 + rows) * TILE])
+                    };
+                    r0 += rows;
+                }
+            }
+        });
+        if m == 1 {
+            // tile-major and row-major coincide for a single row
+            tiled.truncate(n);
+            return Ok(tiled);
+        }
+        let mut dst = vec![0f32; m * n];
+        for t in 0..tiles {
+            let width = TILE.min(n - t * TILE);
+            for r in 0..m {
+                let src = &tiled[t * m * TILE + r * TILE..][..width];
+                dst[r * n + t * TILE..][..width].copy_from_slice(src);
+            }
+        }
+        Ok(dst)
+    }
+}
+
+/// Activations quantized to Q8_0 (ggml's rounding, f16 scales), with per-block sums for the
+/// +128 weight offset correction.
+struct QuantizedRows {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    sums: Vec<i32>,
+    kb: usize,
+    k: usize,
+}
+
+impl QuantizedRows {
+    fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let kb = k / QK;
+        let mut qs = vec![0i8; m * k];
+        let mut d = vec![0f32; m * kb];
+        let mut sums = vec![0i32; m * kb];
+        for (bi, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            let mut s = 0i32;
+            for (qv, &v) in q.iter_mut().zip(xs) {
+                *qv = (v * inv).round() as i8;
+                s += *qv as i32;
+            }
+            d[bi] = f16::from_f32(scale).to_f32();
+            sums[bi] = s;
+        }
+        Self { qs, d, sums, kb, k }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_kernel(blocks: &[TileBlock], act: &QuantizedRows, r0: usize, rows: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); ROWS_PER_PASS];
+    let qptr = act.qs.as_ptr();
+    for (b, blk) in blocks.iter().enumerate() {
+        let wp = blk.qs.as_ptr() as *const __m512i;
+        let w = [
+            _mm512_loadu_si512(wp),
+            _mm512_loadu_si512(wp.add(1)),
+            _mm512_loadu_si512(wp.add(2)),
+            _mm512_loadu_si512(wp.add(3)),
+            _mm512_loadu_si512(wp.add(4)),
+            _mm512_loadu_si512(wp.add(5)),
+            _mm512_loadu_si512(wp.add(6)),
+            _mm512_loadu_si512(wp.add(7)),
+        ];
+        let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+        for (i, a) in acc.iter_mut().enumerate().take(rows) {
+            let r = r0 + i;
+            let ap = qptr.add(r * act.k + b * QK) as *const i32;
+            let mut s = _mm512_setzero_si512();
+            for (g, wv) in w.iter().enumerate() {
+                s = _mm512_dpbusd_epi32(s, *wv, _mm512_set1_epi32(ap.add(g).read_unaligned()));
+            }
+            let bi = r * act.kb + b;
+            s = _mm512_sub_epi32(s, _mm512_set1_epi32(128 * act.sums[bi]));
+            let scale = _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi]));
+            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate().take(rows) {
+        _mm512_storeu_ps(out.as_mut_ptr().add(i * TILE), *a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::{Device, Module, Tensor};
+
+    #[test]
+    fn matches_candle_q8_0_matmul() {
+        if !available() {
+            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            return;
+        }
+        let dev = Device::Cpu;
+        for (n, k, m) in [(40usize, 64usize, 1usize), (256, 640, 5), (33, 96, 9)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let q2 = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
+            let reference = QMatMul::from_qtensor(q2).unwrap().forward(&x).unwrap();
+            let packed = PackedQ8::pack(&[&q]).unwrap().unwrap();
+            let got = packed.matmul(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), m).unwrap();
+            let want = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-3, "({n},{k},{m}): max abs diff {worst}");
+        }
+    }
+
+    #[test]
+    fn fused_pack_equals_separate_matmuls() {
+        if !available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let a = QTensor::quantize(&Tensor::randn(0f32, 1.0, (48, 64), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
+        let b = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 64), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
+        let x: Vec<f32> = (0..3 * 64).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let fused = PackedQ8::pack(&[&a, &b]).unwrap().unwrap().matmul(&x, 3).unwrap();
+        let pa = PackedQ8::pack(&[&a]).unwrap().unwrap().matmul(&x, 3).unwrap();
+        let pb = PackedQ8::pack(&[&b]).unwrap().unwrap().matmul(&x, 3).unwrap();
+        for r in 0..3 {
+            assert_eq!(&fused[r * 64..r * 64 + 48], &pa[r * 48..(r + 1) * 48]);
+            assert_eq!(&fused[r * 64 + 48..(r + 1) * 64], &pb[r * 16..(r + 1) * 16]);
+        }
+    }
+
+    #[test]
+    fn non_q8_weights_are_declined() {
+        let dev = Device::Cpu;
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (32, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        assert!(PackedQ8::pack(&[&w]).unwrap().is_none());
+    }
+}
