@@ -5,7 +5,7 @@ Usage: python3 bench/llamacpp/gen_fixtures.py [--only tokenize|greedy|long]
 Needs the binaries from bench/llamacpp/build.sh and the Gemma 3 270M Q4_K_M gguf.
 Writes runtime/tests/fixtures/{tokenize,greedy,long_prompt}.json.
 """
-import json, os, subprocess, sys, tempfile
+import json, os, re, subprocess, sys, tempfile
 
 DEAL_HOME = os.environ.get("DEAL_HOME", os.path.expanduser("~/.cache/deal"))
 BIN = os.path.join(DEAL_HOME, "llama.cpp", "bin")
@@ -16,7 +16,7 @@ OUT = os.path.join(REPO, "runtime", "tests", "fixtures")
 BOS = 2
 
 
-def tokenize(text: str, add_bos: bool = False):
+def tokenize(text: str, add_bos: bool = False, parse_special: bool = True):
     """Exact-bytes tokenization via a temp file (-f is read verbatim; --no-escape)."""
     with tempfile.NamedTemporaryFile("wb", delete=False, suffix=".txt") as f:
         f.write(text.encode("utf-8"))
@@ -26,6 +26,8 @@ def tokenize(text: str, add_bos: bool = False):
                "--ids", "--no-escape", "--log-disable"]
         if not add_bos:
             cmd.append("--no-bos")
+        if not parse_special:
+            cmd.append("--no-parse-special")
         r = subprocess.run(cmd, capture_output=True, check=True)
     finally:
         os.unlink(path)
@@ -51,7 +53,10 @@ def simple(prompt: str, n: int):
     echo = "<bos>" + prompt
     assert out.startswith(echo), (out[:200], echo[:200])
     assert out.endswith("\n")
-    return out[len(echo):-1], r.stderr.decode("utf-8", "replace")
+    err = r.stderr.decode("utf-8", "replace")
+    m = re.search(r"main: decoded (\d+) tokens", err)
+    assert m, err[-2000:]
+    return out[len(echo):-1], int(m.group(1))
 
 
 TOKENIZE_CASES = [
@@ -116,14 +121,21 @@ def write(name, obj):
 
 
 def gen_tokenize():
-    cases = [{"text": t, "ids": tokenize(t)} for t in TOKENIZE_CASES]
+    cases = []
+    for t in TOKENIZE_CASES:
+        c = {"text": t, "ids": tokenize(t)}
+        raw = tokenize(t, parse_special=False)
+        if raw != c["ids"]:
+            c["ids_no_parse_special"] = raw
+        cases.append(c)
     write("tokenize.json", {
         "model": MODEL_NAME,
         "add_bos": False,
-        "parse_special": False,
-        "note": "ids from `llama-tokenize -f FILE --ids --no-escape --no-bos` (llama.cpp via "
-                "llama-cpp-python 0.3.36 sdist). No BOS (id 2) included. llama-tokenize does NOT parse "
-                "special tokens (parse_special=false), so '<start_of_turn>' etc. are tokenized as plain text.",
+        "parse_special": True,
+        "note": "ids from `llama-tokenize -f FILE --ids --no-escape --no-bos --log-disable` (llama.cpp "
+                "from llama-cpp-python 0.3.36 sdist). No BOS (id 2) included. llama-tokenize parses special "
+                "tokens by default (e.g. '<start_of_turn>' -> 105), same as llama-simple; where that differs "
+                "from plain-text tokenization, 'ids_no_parse_special' holds the --no-parse-special result.",
         "cases": cases,
     })
 
@@ -131,15 +143,17 @@ def gen_tokenize():
 def gen_greedy(n=32):
     cases = []
     for p in GREEDY_PROMPTS:
-        text, _ = simple(p, n)
-        cases.append({"prompt": p, "prompt_ids": tokenize(p, add_bos=True), "output_text": text})
+        text, n_out = simple(p, n)
+        cases.append({"prompt": p, "prompt_ids": tokenize(p, add_bos=True), "output_text": text,
+                      "n_output_tokens": n_out})
     write("greedy.json", {
         "model": MODEL_NAME,
         "n_predict": n,
         "note": "output_text from `llama-simple -m MODEL -n 32 PROMPT` (greedy sampler, stops early on EOG). "
                 "Prompt tokenized with add_special=true (BOS=2 prepended) and parse_special=true; prompts "
                 "contain no special-token text so prompt_ids (from llama-tokenize) match. output_ids not "
-                "recorded (llama-simple only prints pieces).",
+                "recorded (llama-simple only prints pieces); n_output_tokens is llama-simple's own count of "
+                "generated (non-EOG) tokens; < n_predict means it stopped on an EOG token.",
         "cases": cases,
     })
 
@@ -149,8 +163,9 @@ def gen_long(n=16):
     p = LONG_PROMPT
     ids = tokenize(p, add_bos=True)
     assert len(ids) > 600, len(ids)
-    text, _ = simple(p, n)
+    text, n_out = simple(p, n)
     write("long_prompt.json", {
+        "n_output_tokens": n_out,
         "model": MODEL_NAME,
         "n_predict": n,
         "prompt": p,

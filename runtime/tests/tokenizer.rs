@@ -1,8 +1,7 @@
 //! The GGUF tokenizer against llama.cpp's ids (fixture from `llama-tokenize`), plus roundtrip,
 //! control-token, streaming and byte-level BPE checks.
 //!
-//! Model-dependent tests use `$DEAL_MODEL`, else `$DEAL_HOME/models/gemma-3-270m-q4_k_m.gguf`
-//! (`DEAL_HOME` defaults to `~/.cache/deal`), and fail if it is missing.
+//! Model-dependent tests use `$DEAL_MODEL`, else the default model (fetched on first use).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,13 +12,7 @@ use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
 use deal_runtime::tokenizer::{byte_level_encode, GgufTokenizer, StreamDecoder, TokenType};
 
 fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("DEAL_MODEL") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("DEAL_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/deal"));
-    home.join("models/gemma-3-270m-q4_k_m.gguf")
+    deal_runtime::setup::resolve_model(None).unwrap_or_else(|e| panic!("the default model is needed for this test: {e}"))
 }
 
 /// The gemma tokenizer, built once for all tests of this binary.
@@ -42,6 +35,34 @@ fn pieces(tok: &GgufTokenizer, ids: &[u32]) -> Vec<String> {
     ids.iter().map(|&i| tok.token_text(i).unwrap_or("?").to_string()).collect()
 }
 
+/// `text` with control-token names turned into their ids and the rest encoded as plain text:
+/// what a chat template does explicitly, and what llama.cpp's `parse_special` does implicitly.
+fn encode_parsing_specials(tok: &GgufTokenizer, text: &str) -> Vec<u32> {
+    let controls: Vec<(u32, &str)> = (0..tok.vocab_size() as u32)
+        .filter(|&i| tok.token_type(i) == Some(TokenType::Control))
+        .filter_map(|i| Some((i, tok.token_text(i)?)))
+        .collect();
+    let (mut ids, mut rest) = (Vec::new(), text);
+    // Leftmost match, longest first among those starting there.
+    while let Some((at, id, len)) = controls
+        .iter()
+        .filter_map(|&(id, name)| rest.find(name).map(|at| (at, id, name.len())))
+        .min_by_key(|&(at, _, len)| (at, usize::MAX - len))
+    {
+        ids.extend(tok.encode(&rest[..at], false).unwrap());
+        ids.push(id);
+        rest = &rest[at + len..];
+    }
+    ids.extend(tok.encode(rest, false).unwrap());
+    ids
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().expect("ids array").iter().map(|v| v.as_u64().expect("id") as u32).collect()
+}
+
+/// Every fixture case: `encode` equals llama.cpp's plain-text ids (`--no-parse-special`), and
+/// inserting control tokens explicitly reproduces its default (`parse_special`) ids.
 #[test]
 fn matches_llama_cpp_fixture() {
     let tok = gemma();
@@ -49,23 +70,37 @@ fn matches_llama_cpp_fixture() {
     let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {} missing ({e})", path.display()));
     let fixture: serde_json::Value = serde_json::from_str(&raw).expect("fixture is JSON");
     assert_eq!(fixture["add_bos"], serde_json::Value::Bool(false), "fixture ids must be without BOS");
+    let parse_special = fixture["parse_special"].as_bool().unwrap_or(false);
     let cases = fixture["cases"].as_array().expect("fixture has `cases`");
     assert!(!cases.is_empty());
-    let mut failures = Vec::new();
+    let (mut failures, mut n_checks) = (Vec::new(), 0);
     for case in cases {
         let text = case["text"].as_str().expect("case text");
-        let want: Vec<u32> =
-            case["ids"].as_array().expect("case ids").iter().map(|v| v.as_u64().expect("id") as u32).collect();
+        let ids = ids_of(&case["ids"]);
+        let plain = if case.get("ids_no_parse_special").is_some() {
+            ids_of(&case["ids_no_parse_special"])
+        } else {
+            ids.clone()
+        };
+        let mut check = |what: &str, want: &[u32], got: Vec<u32>| {
+            if got != want {
+                failures.push(format!(
+                    "{what} {text:?}\n  llama.cpp: {want:?} {:?}\n  deal:      {got:?} {:?}",
+                    pieces(tok, want),
+                    pieces(tok, &got)
+                ));
+            }
+        };
         let got = tok.encode(text, false).expect("encode");
-        if got != want {
-            failures.push(format!(
-                "text {text:?}\n  llama.cpp: {want:?} {:?}\n  deal:      {got:?} {:?}",
-                pieces(tok, &want),
-                pieces(tok, &got)
-            ));
+        assert_eq!(tok.decode(&got, false).unwrap(), text, "roundtrip");
+        check("encode", &plain, got);
+        n_checks += 1;
+        if parse_special {
+            check("explicit specials", &ids, encode_parsing_specials(tok, text));
+            n_checks += 1;
         }
     }
-    eprintln!("{}/{} fixture cases match llama.cpp", cases.len() - failures.len(), cases.len());
+    eprintln!("{}/{n_checks} checks on {} fixture cases match llama.cpp", n_checks - failures.len(), cases.len());
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
@@ -281,15 +316,4 @@ fn bad_metadata_is_a_clear_error() {
     let mut c = tiny_gpt2("qwen2");
     c.metadata.remove("tokenizer.ggml.merges");
     assert!(msg(c).contains("tokenizer.ggml.merges"));
-}
-
-#[test]
-#[ignore]
-fn scratch_dump() {
-    let tok = gemma();
-    let texts: Vec<String> = serde_json::from_str(&std::fs::read_to_string("/tmp/tk/texts.json").unwrap()).unwrap();
-    let t0 = Instant::now();
-    let out: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t, false).unwrap()).collect();
-    eprintln!("encoded {} texts in {:?}", texts.len(), t0.elapsed());
-    std::fs::write("/tmp/tk/ours.json", serde_json::to_string(&out).unwrap()).unwrap();
 }

@@ -192,40 +192,53 @@ impl QuantizedRows {
     }
 }
 
+/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over a weight tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_kernel(blocks: &[TileBlock], act: &QuantizedRows, r0: usize, rows: usize, out: &mut [f32]) {
+    match rows {
+        1 => tile_pass::<1>(blocks, act, r0, out),
+        2 => tile_pass::<2>(blocks, act, r0, out),
+        3 => tile_pass::<3>(blocks, act, r0, out),
+        _ => tile_pass::<4>(blocks, act, r0, out),
+    }
+}
+
+/// `R` activation rows against one 16-row weight tile. Each row keeps two integer
+/// accumulators (even / odd 4-value groups) so the `vpdpbusd` chains are short and
+/// independent; the weight vectors of a block are loaded once for all `R` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pass<const R: usize>(blocks: &[TileBlock], act: &QuantizedRows, r0: usize, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); ROWS_PER_PASS];
+    let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     for (b, blk) in blocks.iter().enumerate() {
         let wp = blk.qs.as_ptr() as *const __m512i;
-        let w = [
-            _mm512_loadu_si512(wp),
-            _mm512_loadu_si512(wp.add(1)),
-            _mm512_loadu_si512(wp.add(2)),
-            _mm512_loadu_si512(wp.add(3)),
-            _mm512_loadu_si512(wp.add(4)),
-            _mm512_loadu_si512(wp.add(5)),
-            _mm512_loadu_si512(wp.add(6)),
-            _mm512_loadu_si512(wp.add(7)),
-        ];
         let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
-        for (i, a) in acc.iter_mut().enumerate().take(rows) {
-            let r = r0 + i;
-            let ap = qptr.add(r * act.k + b * QK) as *const i32;
-            let mut s = _mm512_setzero_si512();
-            for (g, wv) in w.iter().enumerate() {
-                s = _mm512_dpbusd_epi32(s, *wv, _mm512_set1_epi32(ap.add(g).read_unaligned()));
+        let mut even = [_mm512_setzero_si512(); R];
+        let mut odd = [_mm512_setzero_si512(); R];
+        let mut ap = [std::ptr::null::<i32>(); R];
+        for (r, p) in ap.iter_mut().enumerate() {
+            *p = qptr.add((r0 + r) * act.k + b * QK) as *const i32;
+        }
+        for g in (0..8).step_by(2) {
+            let w0 = _mm512_loadu_si512(wp.add(g));
+            let w1 = _mm512_loadu_si512(wp.add(g + 1));
+            for r in 0..R {
+                even[r] = _mm512_dpbusd_epi32(even[r], w0, _mm512_set1_epi32(ap[r].add(g).read_unaligned()));
+                odd[r] = _mm512_dpbusd_epi32(odd[r], w1, _mm512_set1_epi32(ap[r].add(g + 1).read_unaligned()));
             }
-            let bi = r * act.kb + b;
-            s = _mm512_sub_epi32(s, _mm512_set1_epi32(128 * act.sums[bi]));
+        }
+        for r in 0..R {
+            let bi = (r0 + r) * act.kb + b;
+            let s = _mm512_sub_epi32(_mm512_add_epi32(even[r], odd[r]), _mm512_set1_epi32(128 * act.sums[bi]));
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi]));
-            *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, *a);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
         }
     }
-    for (i, a) in acc.iter().enumerate().take(rows) {
-        _mm512_storeu_ps(out.as_mut_ptr().add(i * TILE), *a);
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(r * TILE), *a);
     }
 }
 

@@ -182,34 +182,62 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
-    }
-}
-
-/// Inverse frequencies `1 / base^(2i/d)` for `i < d/2`, optionally divided by per-dimension
-/// factors (llama 3.1's `rope_freqs.weight`).
-pub fn inv_freq(head_dim: usize, base: f32, factors: Option<&[f32]>, device: &Device) -> Result<Tensor> {
-    let half = head_dim / 2;
-    let v: Vec<f32> = (0..half)
-        .map(|i| {
-            let f = 1.0 / base.powf(2.0 * i as f32 / head_dim as f32);
-            match factors {
-                Some(fs) if i < fs.len() && fs[i] != 0.0 => f / fs[i],
-                _ => f,
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?);
+        }
+        // ggml's arithmetic: sum of squares in f64, scale = 1/sqrt(mean + eps) in f32, then
+        // the weight multiply.
+        let w = self.weight.to_vec1::<f32>()?;
+        let d = w.len();
+        let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+        for row in v.chunks_exact_mut(d) {
+            let sum: f64 = row.iter().map(|&a| (a * a) as f64).sum();
+            let mean = (sum / d as f64) as f32;
+            let scale = 1.0 / (mean + self.eps).sqrt();
+            for (a, &wi) in row.iter_mut().zip(&w) {
+                *a = (*a * scale) * wi;
             }
-        })
-        .collect();
-    Ok(Tensor::from_vec(v, (1, 1, half), device)?)
+        }
+        Ok(Tensor::from_vec(v, x.shape(), x.device())?)
+    }
 }
 
-/// cos/sin tables `[rows, t, d/2]` for the positions of one step (`positions`: `[rows, t]` u32).
-pub fn rope_tables(positions: &Tensor, inv_freq: &Tensor, linear_scale: f32) -> Result<(Tensor, Tensor)> {
-    let mut pos = positions.to_dtype(DType::F32)?.unsqueeze(2)?;
-    if linear_scale != 1.0 {
-        pos = (pos / linear_scale as f64)?;
+/// Rotary frequencies of one kind of layer.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    head_dim: usize,
+    /// `base^(-2/d)`: each pair's angle is the previous one's times this (ggml's recurrence).
+    theta_scale: f32,
+    /// Per-pair divisors (llama 3.1's `rope_freqs.weight`).
+    factors: Option<Vec<f32>>,
+    /// Positions are divided by this (linear RoPE scaling).
+    linear_scale: f32,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, base: f32, factors: Option<Vec<f32>>, linear_scale: f32) -> Self {
+        Self { head_dim, theta_scale: base.powf(-2.0 / head_dim as f32), factors, linear_scale }
     }
-    let angles = pos.broadcast_mul(inv_freq)?.contiguous()?;
-    Ok((angles.cos()?, angles.sin()?))
+
+    /// cos/sin tables `[rows, t, d/2]` for the positions of one step (`[rows, t]`), computed
+    /// exactly as ggml does (angle recurrence in f32).
+    pub fn tables(&self, positions: &[u32], rows: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        let freq_scale = 1.0 / self.linear_scale;
+        for &p in positions {
+            let mut theta = p as f32;
+            for i in 0..half {
+                let ff = self.factors.as_ref().and_then(|f| f.get(i)).copied().filter(|&f| f != 0.0).unwrap_or(1.0);
+                let a = freq_scale * (theta / ff);
+                cos.push(a.cos());
+                sin.push(a.sin());
+                theta *= self.theta_scale;
+            }
+        }
+        Ok((Tensor::from_vec(cos, (rows, t, half), device)?, Tensor::from_vec(sin, (rows, t, half), device)?))
+    }
 }
 
 /// Apply rotary embeddings to `x`: `[rows, heads, t, d]`.

@@ -20,7 +20,7 @@ pub use config::{Activation, Arch, ModelConfig, RopeStyle};
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use attention::{AttnInputs, Attention};
-use layers::{inv_freq, load_qtensor, rope_tables, Linear, Projections, RmsNorm};
+use layers::{load_qtensor, Linear, Projections, RmsNorm, Rope};
 pub use layers::WeightMode;
 
 use crate::{Error, Result};
@@ -96,8 +96,8 @@ pub struct Model {
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
-    inv_freq_global: Tensor,
-    inv_freq_local: Tensor,
+    rope_global: Rope,
+    rope_local: Rope,
 }
 
 impl Model {
@@ -160,8 +160,8 @@ impl Model {
         } else {
             None
         };
-        let inv_freq_global = inv_freq(cfg.head_dim, cfg.rope_base, factors.as_deref(), device)?;
-        let inv_freq_local = inv_freq(cfg.head_dim, cfg.rope_base_local, None, device)?;
+        let rope_global = Rope::new(cfg.head_dim, cfg.rope_base, factors, cfg.rope_linear_scale);
+        let rope_local = Rope::new(cfg.head_dim, cfg.rope_base_local, None, 1.0);
         Ok(Self {
             cfg,
             device: device.clone(),
@@ -170,8 +170,8 @@ impl Model {
             layers,
             norm,
             output,
-            inv_freq_global,
-            inv_freq_local,
+            rope_global,
+            rope_local,
         })
     }
 
@@ -237,9 +237,10 @@ impl Model {
         if let Some(s) = self.cfg.embed_scale {
             x = (x * s)?;
         }
-        let (cos_g, sin_g) = rope_tables(&step.positions, &self.inv_freq_global, self.cfg.rope_linear_scale)?;
+        let positions = step.positions.flatten_all()?.to_vec1::<u32>()?;
+        let (cos_g, sin_g) = self.rope_global.tables(&positions, b, t, &self.device)?;
         let (cos_l, sin_l) = if has_local {
-            rope_tables(&step.positions, &self.inv_freq_local, 1.0)?
+            self.rope_local.tables(&positions, b, t, &self.device)?
         } else {
             (cos_g.clone(), sin_g.clone())
         };
@@ -257,11 +258,11 @@ impl Model {
             x = (x + h)?;
             let h = layer.ffn_norm.forward(&x)?;
             let gu = layer.mlp.gate_up.forward(&h)?;
-            let gate = match self.cfg.activation {
-                Activation::GeluTanh => gu[0].gelu()?,
-                Activation::Silu => candle_nn::ops::silu(&gu[0])?,
+            let act = match self.cfg.activation {
+                Activation::GeluTanh => (gu[0].gelu()? * &gu[1])?,
+                Activation::Silu => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
             };
-            let mut h = layer.mlp.down.forward(&(gate * &gu[1])?)?;
+            let mut h = layer.mlp.down.forward(&act)?;
             if let Some(n) = &layer.post_ffn_norm {
                 h = n.forward(&h)?;
             }
