@@ -1,0 +1,40 @@
+//! The `deal` binary end to end: generate streams text, info describes the model, bad input
+//! gives one error line and a non-zero exit.
+
+use std::process::Command;
+
+fn deal(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_deal")).args(args).output().expect("run deal");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn generate_streams_a_greedy_completion() {
+    let (ok, out, err) = deal(&["generate", "-p", "The capital of France is", "-n", "8", "--quiet"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("capital"), "unexpected completion {out:?}");
+}
+
+#[test]
+fn info_describes_the_default_model() {
+    let (ok, out, err) = deal(&["info"]);
+    assert!(ok, "{err}");
+    for want in ["gemma3", "context length  32768", "sliding window  512", "Q8_0"] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_error_line_and_failure() {
+    for args in [
+        vec!["generate", "-m", "/nonexistent.gguf", "-p", "x"],
+        vec!["generate", "-p", "x", "--top-p", "7"],
+        vec!["generate", "-p", "x", "--device", "tpu"],
+    ] {
+        let (ok, _, err) = deal(&args);
+        assert!(!ok, "{args:?} should fail");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: expected one error line, got {err:?}");
+        assert!(lines[0].starts_with("error: "), "{err}");
+    }
+}
