@@ -21,7 +21,10 @@ pub fn parse_device(spec: &str) -> Result<Device> {
                     "this deal was built without CUDA; rebuild with `--features cuda`".into(),
                 ));
             }
-            Device::new_cuda(i).map_err(|e| Error::Device(format!("cannot open cuda:{i}: {e}")))
+            Device::new_cuda(i).map_err(|e| {
+                let msg = e.to_string();
+                Error::Device(format!("cannot open cuda:{i}: {}", msg.lines().next().unwrap_or_default()))
+            })
         }
         None => Err(Error::Device(format!("unknown device `{spec}` (expected cpu, cuda or cuda:N)"))),
     }

@@ -189,7 +189,8 @@ impl Engine {
             }
             out = self.model.forward(&mut cache, &[vec![next]], LogitsFor::Last)?;
         }
-        if finish != FinishReason::Stop || !stops.stopped() {
+        // flush what the decoder and the stop matcher still hold (a stop string may complete)
+        if !stops.stopped() {
             let rest = stops.push(&decoder.finish());
             let mut tail = rest.emit;
             if !rest.stopped {
