@@ -8,8 +8,8 @@
 #
 # Env knobs:
 #   DEAL_HOME       (default $HOME/.cache/deal)
-#   LCP_VERSION     pin llama-cpp-python version (default: latest on PyPI; fixtures
-#                   were recorded with 0.3.36)
+#   LCP_VERSION     llama-cpp-python version (default 0.3.36, the one the fixtures
+#                   were recorded with)
 #   JOBS            parallel build jobs (default 2)
 #   FORCE=1         rebuild even if binaries exist
 #
@@ -22,6 +22,7 @@ BIN="$ROOT/bin"
 BUILD="$ROOT/build"
 SRC_PARENT="$ROOT/src"
 JOBS="${JOBS:-2}"
+LCP_VERSION="${LCP_VERSION:-0.3.36}"  # the version the fixtures were recorded with
 TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench)
 
 all_present() {
