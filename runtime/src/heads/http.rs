@@ -131,14 +131,7 @@ impl RewardHead for Http {
 
     fn score(&self, cands: &[Candidate]) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; cands.len()];
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, c) in cands.iter().enumerate() {
-            match groups.iter_mut().find(|(p, _)| *p == c.prompt) {
-                Some((_, idx)) => idx.push(i),
-                None => groups.push((&c.prompt, vec![i])),
-            }
-        }
-        for (prompt, idx) in groups {
+        for (prompt, idx) in super::group_by_prompt(cands) {
             let group: Vec<&Candidate> = idx.iter().map(|&i| &cands[i]).collect();
             for (&i, s) in idx.iter().zip(self.post(prompt, &group)?) {
                 out[i] = s;

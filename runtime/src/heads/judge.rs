@@ -191,14 +191,7 @@ impl RewardHead for Judge {
         let jm = self.judge_model()?;
         let mut out = vec![0.0f32; cands.len()];
         // one forward per distinct prompt (a search scores candidates of one prompt: one forward)
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, c) in cands.iter().enumerate() {
-            match groups.iter_mut().find(|(p, _)| *p == c.prompt) {
-                Some((_, idx)) => idx.push(i),
-                None => groups.push((c.prompt.clone(), vec![i])),
-            }
-        }
-        for (prompt, idx) in groups {
+        for (prompt, idx) in super::group_by_prompt(cands) {
             let prefix = self.fill(&self.before, &prompt);
             let after = self.fill(&self.after, &prompt);
             let suffixes: Vec<String> = idx.iter().map(|&i| format!("{}{}{after}", self.lead, cands[i].response)).collect();

@@ -278,6 +278,19 @@ impl HeadKind {
     }
 }
 
+/// Candidate indices grouped by prompt, in first-seen order: heads that run a model score
+/// all candidates of one prompt with one batched call.
+pub fn group_by_prompt<'a>(cands: impl IntoIterator<Item = &'a Candidate>) -> Vec<(&'a str, Vec<usize>)> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, c) in cands.into_iter().enumerate() {
+        match groups.iter_mut().find(|(p, _)| *p == c.prompt) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((&c.prompt, vec![i])),
+        }
+    }
+    groups
+}
+
 /// Parse a head's JSON params: an object (or `null`) whose keys are all declared, then
 /// deserialized into the typed struct. Errors name the head and list the valid params.
 pub fn parse_params<P: DeserializeOwned>(head: &str, params: &[ParamInfo], v: &serde_json::Value) -> Result<P> {

@@ -127,14 +127,7 @@ impl ProbeWeights {
 /// with one batched forward per distinct prompt (prompt prefilled once, rows forked).
 pub fn policy_hidden(engine: &Engine, cands: &[&Candidate]) -> Result<Vec<Vec<f32>>> {
     let mut out = vec![Vec::new(); cands.len()];
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-    for (i, c) in cands.iter().enumerate() {
-        match groups.iter_mut().find(|(p, _)| *p == c.prompt) {
-            Some((_, idx)) => idx.push(i),
-            None => groups.push((&c.prompt, vec![i])),
-        }
-    }
-    for (prompt, idx) in groups {
+    for (prompt, idx) in super::group_by_prompt(cands.iter().copied()) {
         let rows: Vec<Vec<u32>> = idx
             .iter()
             .map(|&i| {
