@@ -7,9 +7,13 @@
 //! - [`decode`]: decode tok/s at batch 1 and aggregate tok/s for forked lockstep rows, next to
 //!   llama.cpp's `llama-bench` / `llama-batched-bench` on the same GGUF when they are built
 //!   (`bench/llamacpp/build.sh`).
+//! - [`search`]: wall time per committed token of every search controller vs. greedy, and of
+//!   `deal` vs. a naive implementation of the same search (rows one at a time, the prefix
+//!   recomputed every step).
 //! - [`heads`]: each reward head's cost for a batch of candidates vs one decode step of as
 //!   many rows (`deal heads bench`).
 
 pub mod decode;
 pub mod heads;
 pub mod llamacpp;
+pub mod search;

@@ -9,6 +9,8 @@ use super::ModelArgs;
 pub enum BenchCommand {
     /// Decode tok/s at batch 1 and aggregate tok/s of forked lockstep rows, vs llama.cpp.
     Decode(DecodeArgs),
+    /// Wall time per committed token of every search controller vs greedy, and of deal vs a naive implementation.
+    Search(super::bench_search::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -35,6 +37,7 @@ pub struct DecodeArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode_bench(a),
+        BenchCommand::Search(a) => super::bench_search::run(a),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Subcommands of the `deal` binary, one module each, plus the options they share.
 
 pub mod bench;
+pub mod bench_search;
 pub mod generate;
 pub mod heads;
 pub mod info;

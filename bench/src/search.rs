@@ -1,0 +1,266 @@
+//! Search speed: wall time per committed token of every controller vs. greedy on the same
+//! prompts, and of `deal` vs. a naive implementation of the same search.
+//!
+//! The naive reference ([`naive_deal`]) is DeAL as research code writes it: beams and
+//! candidates one at a time, and every next-token distribution computed by running the
+//! whole sequence (prompt + response so far) through the model from scratch, no cache kept
+//! between calls. It makes the same choices as `deal` with `Commit::Token` (up to
+//! quantization noise between batched and single-row arithmetic), so the ratio is the
+//! speed-up of batching, the forked cache and lookahead undo.
+
+use std::time::Instant;
+
+use deal_controllers::{search, Commit, Request, SearchConfig};
+use deal_runtime::heads::{Candidate, HeadContext};
+use deal_runtime::reward::{RewardSpec, WeightedReward};
+use deal_runtime::sampling::{argmax, log_softmax, top_k};
+use deal_runtime::Engine;
+
+/// Concept sets of the benchmark prompts (keyword-constrained sentences).
+pub const CONCEPTS: &[&[&str]] = &[
+    &["dog", "ball", "park"],
+    &["river", "boat", "sun"],
+    &["chef", "knife", "onion"],
+    &["child", "book", "bed"],
+    &["farmer", "field", "tractor"],
+    &["girl", "kite", "wind"],
+    &["teacher", "board", "chalk"],
+    &["cat", "window", "bird"],
+];
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct SearchBench {
+    /// How many concept sets (prompts) to run, from [`CONCEPTS`].
+    pub prompts: usize,
+    /// How many of them the naive reference runs (it is slow).
+    pub naive_prompts: usize,
+    pub max_tokens: usize,
+    /// DeAL settings (k, b, l, λ) shared by `deal`, `deal-lead` and the naive reference.
+    pub k: usize,
+    pub beams: usize,
+    pub lookahead: usize,
+    pub lambda: f64,
+    /// Margin of the `deal-lead` variant (`Commit::Lead`).
+    pub lead_margin: f64,
+}
+
+impl Default for SearchBench {
+    fn default() -> Self {
+        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margin: 2.0 }
+    }
+}
+
+/// One measured controller.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchPoint {
+    pub controller: String,
+    /// Decode seconds (prefill excluded) per committed token, over all its prompts.
+    pub secs_per_token: f64,
+    /// `secs_per_token` / greedy's on the same prompts.
+    pub vs_greedy: f64,
+    pub tokens_committed: usize,
+    pub forward_passes: usize,
+    /// Mean keyword soft coverage of its outputs.
+    pub soft_coverage: f64,
+}
+
+/// `deal` against the naive reference on the same prompts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NaivePoint {
+    pub prompts: usize,
+    pub naive_secs_per_token: f64,
+    pub deal_secs_per_token: f64,
+    /// naive / deal.
+    pub speedup: f64,
+    /// Prompts on which both produced the same tokens.
+    pub same_output: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchReport {
+    pub points: Vec<SearchPoint>,
+    pub naive: NaivePoint,
+}
+
+/// The prompt for a concept set (one worked example, then the set).
+pub fn prompt(words: &[&str]) -> String {
+    format!(
+        "Write a sentence using the words: apple, tree, red.\nSentence: The red apple fell from the tree.\n\n\
+         Write a sentence using the words: {}.\nSentence:",
+        words.join(", ")
+    )
+}
+
+/// Keyword-coverage reward for `words`.
+pub fn keyword_reward(words: &[&str]) -> anyhow::Result<WeightedReward> {
+    let spec = RewardSpec::from_value(serde_json::json!({"weights": {"keywords": 1.0}, "heads": {"keywords": {"words": words}}}))?;
+    Ok(spec.build(&HeadContext::new())?)
+}
+
+impl SearchBench {
+    fn base(&self) -> SearchConfig {
+        SearchConfig { max_tokens: self.max_tokens, stop: vec!["\n".into()], seed: 1, temperature: 0.8, ..Default::default() }
+    }
+
+    fn deal(&self) -> SearchConfig {
+        SearchConfig { k: self.k, beams: self.beams, lookahead: self.lookahead, lambda: self.lambda, ..self.base() }
+    }
+
+    /// The controllers measured: (label, registry name, config).
+    pub fn controllers(&self) -> Vec<(&'static str, &'static str, SearchConfig)> {
+        let base = self.base();
+        vec![
+            ("greedy", "greedy", base.clone()),
+            ("sample", "sample", base.clone()),
+            ("deal", "deal", self.deal()),
+            ("deal-lead", "deal", SearchConfig { commit: Commit::Lead { margin: self.lead_margin }, ..self.deal() }),
+            ("args", "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),
+            ("blockwise", "blockwise", SearchConfig { blocks: 4, block_len: 4, ..base.clone() }),
+            ("best_of_n", "best_of_n", SearchConfig { n: 8, ..base.clone() }),
+            ("early_prune", "early_prune", SearchConfig { n: 8, prune_every: 4, ..base }),
+        ]
+    }
+}
+
+/// Run the benchmark.
+pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
+    let sets: Vec<&[&str]> = CONCEPTS.iter().copied().cycle().take(b.prompts.max(1)).collect();
+    let mut points: Vec<SearchPoint> = Vec::new();
+    let mut deal_first: Vec<(f64, usize, Vec<u32>)> = Vec::new();
+    for (label, name, cfg) in b.controllers() {
+        let (mut secs, mut tokens, mut passes, mut soft) = (0.0, 0, 0, 0.0);
+        for (i, words) in sets.iter().enumerate() {
+            let reward = keyword_reward(words)?;
+            let p = prompt(words);
+            let out = search(name, &cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
+            let decode = out.stats.wall_secs - out.stats.prefill_secs;
+            secs += decode;
+            tokens += out.tokens.len();
+            passes += out.stats.forward_passes;
+            soft += out.breakdown.as_ref().and_then(|bd| bd.heads.first()).map(|h| h.normalized as f64).unwrap_or(0.0);
+            if label == "deal" && i < b.naive_prompts {
+                deal_first.push((decode, out.tokens.len(), out.tokens.clone()));
+            }
+        }
+        let spt = secs / tokens.max(1) as f64;
+        let greedy = points.first().map(|g| g.secs_per_token).unwrap_or(spt);
+        points.push(SearchPoint {
+            controller: label.to_string(),
+            secs_per_token: spt,
+            vs_greedy: spt / greedy,
+            tokens_committed: tokens,
+            forward_passes: passes,
+            soft_coverage: soft / sets.len() as f64,
+        });
+    }
+    let (mut naive_secs, mut naive_tokens, mut same) = (0.0, 0, 0);
+    let cfg = b.deal();
+    for (words, (_, _, deal_tokens)) in sets.iter().zip(&deal_first) {
+        let reward = keyword_reward(words)?;
+        let t = Instant::now();
+        let tokens = naive_deal(engine, &prompt(words), &cfg, &reward)?;
+        naive_secs += t.elapsed().as_secs_f64();
+        naive_tokens += tokens.len();
+        same += usize::from(&tokens == deal_tokens);
+    }
+    let naive_spt = naive_secs / naive_tokens.max(1) as f64;
+    let deal_secs: f64 = deal_first.iter().map(|d| d.0).sum();
+    let deal_tokens: usize = deal_first.iter().map(|d| d.1).sum();
+    let deal_spt = deal_secs / deal_tokens.max(1) as f64;
+    let naive = NaivePoint {
+        prompts: deal_first.len(),
+        naive_secs_per_token: naive_spt,
+        deal_secs_per_token: deal_spt,
+        speedup: naive_spt / deal_spt,
+        same_output: same,
+    };
+    Ok(SearchReport { points, naive })
+}
+
+/// Next-token logits after `prompt + tokens`, computed from scratch (a fresh cache).
+fn logits_from_scratch(engine: &Engine, prompt: &[u32], tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+    let ids: Vec<u32> = prompt.iter().chain(tokens).copied().collect();
+    let (_, out) = engine.prefill(&ids)?;
+    let logits = out.logits.ok_or_else(|| anyhow::anyhow!("no logits"))?;
+    Ok(logits.get(0)?.to_vec1::<f32>()?)
+}
+
+/// Text of `tokens` cut before the first stop string, and whether one was found.
+fn text_of(engine: &Engine, tokens: &[u32], stop: &[String]) -> anyhow::Result<(String, bool)> {
+    let mut text = engine.tokenizer().decode(tokens, true)?;
+    let at = stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
+    if let Some(at) = at {
+        text.truncate(at);
+    }
+    Ok((text, at.is_some()))
+}
+
+/// DeAL (one token committed per step) the naive way: every beam, every candidate and every
+/// lookahead token one at a time, each distribution recomputed from the full sequence.
+/// Returns the response tokens.
+pub fn naive_deal(engine: &Engine, prompt_text: &str, cfg: &SearchConfig, reward: &WeightedReward) -> anyhow::Result<Vec<u32>> {
+    struct Beam {
+        tokens: Vec<u32>,
+        lp: f64,
+        done: bool,
+    }
+    let prompt = engine.encode_prompt(prompt_text)?;
+    let tok = engine.tokenizer();
+    let ended = |tokens: &[u32]| -> anyhow::Result<bool> { Ok(tokens.len() >= cfg.max_tokens || text_of(engine, tokens, &cfg.stop)?.1) };
+    let mut beams = vec![Beam { tokens: Vec::new(), lp: 0.0, done: false }];
+    while beams.iter().any(|b| !b.done) {
+        let mut next: Vec<(Beam, f64)> = Vec::new();
+        for beam in &beams {
+            if beam.done {
+                let (text, _) = text_of(engine, &beam.tokens, &cfg.stop)?;
+                let h = reward.values(&[Candidate::new(prompt_text, text).with_tokens(beam.tokens.clone())])?[0];
+                next.push((Beam { tokens: beam.tokens.clone(), lp: beam.lp, done: true }, beam.lp + cfg.lambda * h));
+                continue;
+            }
+            let logits = logits_from_scratch(engine, &prompt, &beam.tokens)?;
+            let lsm = log_softmax(&logits);
+            for (t, _) in top_k(&logits, cfg.k) {
+                let lp = beam.lp + lsm[t as usize] as f64;
+                let mut tokens = beam.tokens.clone();
+                let mut done = tok.is_eog(t);
+                if !done {
+                    tokens.push(t);
+                    done = ended(&tokens)?;
+                }
+                // greedy lookahead, one token per full recomputation
+                let mut look = tokens.clone();
+                let mut look_done = done;
+                for _ in 0..cfg.lookahead {
+                    if look_done {
+                        break;
+                    }
+                    let g = argmax(&logits_from_scratch(engine, &prompt, &look)?);
+                    if tok.is_eog(g) {
+                        look_done = true;
+                        break;
+                    }
+                    look.push(g);
+                    look_done = ended(&look)?;
+                }
+                let (text, _) = text_of(engine, &look, &cfg.stop)?;
+                let cand = Candidate::new(prompt_text, text).partial(!look_done).with_tokens(look);
+                let h = reward.values(&[cand])?[0];
+                next.push((Beam { tokens, lp, done }, lp + cfg.lambda * h));
+            }
+        }
+        let mut idx: Vec<usize> = (0..next.len()).collect();
+        idx.sort_by(|&a, &b| next[b].1.total_cmp(&next[a].1).then(a.cmp(&b)));
+        let mut keep: Vec<Option<(Beam, f64)>> = next.into_iter().map(Some).collect();
+        beams = idx.into_iter().take(cfg.beams).filter_map(|i| keep[i].take().map(|(b, _)| b)).collect();
+    }
+    let mut best: Option<(f64, Vec<u32>)> = None;
+    for b in beams {
+        let (text, _) = text_of(engine, &b.tokens, &cfg.stop)?;
+        let score = b.lp + cfg.lambda * reward.values(&[Candidate::new(prompt_text, text).with_tokens(b.tokens.clone())])?[0];
+        if best.as_ref().is_none_or(|(s, _)| score > *s) {
+            best = Some((score, b.tokens));
+        }
+    }
+    Ok(best.map(|b| b.1).unwrap_or_default())
+}

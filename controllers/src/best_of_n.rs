@@ -1,0 +1,53 @@
+//! `best_of_n`: N samples as N rows of one batch (the prompt shared, not copied), the best
+//! final text by h wins. Nothing is streamed until the end.
+
+use deal_runtime::model::LogitsFor;
+use deal_runtime::sampling::Sampler;
+
+use crate::config::SearchConfig;
+use crate::controller::{Controller, Final, Session};
+use crate::error::Result;
+use crate::registry::Build;
+use crate::util::{best, sample_rows, sampling};
+
+/// See the module documentation.
+pub struct BestOfN {
+    cfg: SearchConfig,
+}
+
+impl Build for BestOfN {
+    const NAME: &'static str = "best_of_n";
+    const DESCRIPTION: &'static str = "N samples in one batch, the best final text by h";
+    const NEEDS_REWARD: bool = true;
+
+    fn build(cfg: SearchConfig) -> Result<Self> {
+        cfg.require_sampling(Self::NAME)?;
+        Ok(Self { cfg })
+    }
+}
+
+impl Controller for BestOfN {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn config(&self) -> &SearchConfig {
+        &self.cfg
+    }
+
+    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+        let reward = s.require_reward(Self::NAME)?;
+        let mut sampler = Sampler::new(sampling(&self.cfg))?;
+        s.batch.select(&vec![0; self.cfg.n])?;
+        loop {
+            sample_rows(s, &mut sampler)?;
+            if s.batch.all_done() {
+                break;
+            }
+            s.batch.forward(LogitsFor::Last)?;
+        }
+        let rows: Vec<usize> = (0..s.batch.len()).collect();
+        let values = s.values(reward, &rows)?;
+        Ok(Final { row: best(&values).unwrap_or(0) })
+    }
+}

@@ -1,0 +1,145 @@
+//! [`SearchConfig`]: one typed config for every controller, validated at the edge.
+//!
+//! Every controller reads the fields it needs (the letters are the papers'): `k` candidates
+//! per beam, `beams` b, `lookahead` l and `lambda` λ (DeAL; λ is ARGS's w too), `n` samples
+//! (best-of-N, early pruning), `blocks` K of `block_len` M tokens (blockwise), plus the
+//! shared `max_tokens`, `stop`, `temperature`, `top_p` and `seed`. [`SearchConfig::validate`]
+//! checks ranges common to all; each controller checks what only it needs when it is built.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ControlError, Result};
+
+/// How many tokens DeAL commits per step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Commit {
+    /// One token per step (the paper): the beams grow by one token, lookaheads are undone.
+    #[default]
+    Token,
+    /// Like `Token`, but when the best candidate's score leads the runner-up's by at least
+    /// `margin` (log-probability units plus λ·reward), the search commits to it: its whole
+    /// lookahead (the tokens already in the cache) is accepted and the other beams are
+    /// dropped, saving up to l steps.
+    Lead { margin: f64 },
+}
+
+/// Settings of one search. `Default` gives a small, fast search (k=4, b=2, l=4, λ=1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Most tokens in the response.
+    pub max_tokens: usize,
+    /// The response ends before any of these strings.
+    pub stop: Vec<String>,
+    /// Seed of every random draw (same seed → same output).
+    pub seed: u64,
+    /// Sampling temperature of `sample`, `blockwise`, `best_of_n`, `early_prune`; ARGS samples
+    /// from softmax(score / temperature) when > 0 and is greedy at 0.
+    pub temperature: f32,
+    /// Nucleus filter (1 = off) on sampled tokens and on DeAL/ARGS candidates.
+    pub top_p: f32,
+    /// k: candidate tokens per beam (DeAL) or per step (ARGS).
+    pub k: usize,
+    /// b: beams kept by DeAL.
+    pub beams: usize,
+    /// l: greedy lookahead tokens rolled out per DeAL candidate.
+    pub lookahead: usize,
+    /// λ (DeAL) / w (ARGS): weight of the reward against log-probability / logits.
+    pub lambda: f64,
+    /// DeAL's commit rule.
+    pub commit: Commit,
+    /// N: samples of `best_of_n` and `early_prune`.
+    pub n: usize,
+    /// K: blocks sampled per round by `blockwise`.
+    pub blocks: usize,
+    /// M: tokens per block of `blockwise`.
+    pub block_len: usize,
+    /// `early_prune`: tokens between checkpoints.
+    pub prune_every: usize,
+    /// `early_prune`: fraction of the rows dropped at each checkpoint, in [0, 1).
+    pub prune_fraction: f64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 64,
+            stop: Vec::new(),
+            seed: 0,
+            temperature: 0.7,
+            top_p: 1.0,
+            k: 4,
+            beams: 2,
+            lookahead: 4,
+            lambda: 1.0,
+            commit: Commit::Token,
+            n: 8,
+            blocks: 4,
+            block_len: 4,
+            prune_every: 8,
+            prune_fraction: 0.5,
+        }
+    }
+}
+
+/// Largest number of rows a config may ask for in one batch.
+pub const MAX_ROWS: usize = 256;
+
+impl SearchConfig {
+    /// Parse from JSON (unknown fields are errors that name them).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| ControlError::config("(json)", e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every field's range; the error names the field and what is accepted.
+    pub fn validate(&self) -> Result<()> {
+        let at_least_1 = |field: &'static str, v: usize| {
+            if v == 0 {
+                Err(ControlError::config(field, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_1("max_tokens", self.max_tokens)?;
+        at_least_1("k", self.k)?;
+        at_least_1("beams", self.beams)?;
+        at_least_1("n", self.n)?;
+        at_least_1("blocks", self.blocks)?;
+        at_least_1("block_len", self.block_len)?;
+        at_least_1("prune_every", self.prune_every)?;
+        for (field, rows) in [("k * beams", self.k.saturating_mul(self.beams)), ("n", self.n), ("blocks", self.blocks)] {
+            if rows > MAX_ROWS {
+                return Err(ControlError::config(field, format!("asks for {rows} rows; at most {MAX_ROWS}")));
+            }
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(ControlError::config("temperature", format!("must be a finite number >= 0, got {}", self.temperature)));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(ControlError::config("top_p", format!("must be in (0, 1], got {}", self.top_p)));
+        }
+        if !self.lambda.is_finite() {
+            return Err(ControlError::config("lambda", format!("must be a finite number, got {}", self.lambda)));
+        }
+        if !(0.0..1.0).contains(&self.prune_fraction) {
+            return Err(ControlError::config("prune_fraction", format!("must be in [0, 1), got {}", self.prune_fraction)));
+        }
+        if let Commit::Lead { margin } = self.commit {
+            if !(margin.is_finite() && margin >= 0.0) {
+                return Err(ControlError::config("commit.margin", format!("must be a finite number >= 0, got {margin}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// For controllers that sample: the temperature must be > 0.
+    pub(crate) fn require_sampling(&self, controller: &str) -> Result<()> {
+        if self.temperature <= 0.0 {
+            return Err(ControlError::config("temperature", format!("must be > 0 for `{controller}` (it samples)")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The [`Controller`] trait, what a search is given ([`Request`]) and returns ([`Outcome`]),
+//! and the [`Session`] every controller works in: the [`Batch`] of rows, the committed
+//! [`Stream`] and the reward.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use deal_runtime::reward::{Breakdown, WeightedReward};
+use deal_runtime::{Engine, FinishReason};
+
+use crate::batch::{Batch, Finish};
+use crate::config::SearchConfig;
+use crate::error::{ControlError, Result};
+use crate::stats::SearchStats;
+use crate::stream::Stream;
+
+/// What a search runs on.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    pub engine: &'a Engine,
+    /// The prompt as text (tokenized with BOS when the model wants one).
+    pub prompt: &'a str,
+    /// The heuristic (and the breakdown of the result). Greedy and sampling work without.
+    pub reward: Option<&'a WeightedReward>,
+    /// Checked before every forward pass: set it to stop the search within one pass.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(engine: &'a Engine, prompt: &'a str) -> Self {
+        Self { engine, prompt, reward: None, cancel: None }
+    }
+
+    pub fn with_reward(mut self, reward: &'a WeightedReward) -> Self {
+        self.reward = Some(reward);
+        self
+    }
+
+    pub fn with_cancel(mut self, cancel: &'a AtomicBool) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// Result of a search.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The response (cut before a stop string).
+    pub text: String,
+    /// Its token ids (an EOS excluded).
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+    /// Per-head scores of the response (final, not partial), when the request had a reward.
+    pub breakdown: Option<Breakdown>,
+    pub stats: SearchStats,
+}
+
+/// Where a controller's search ended: the row holding the answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Final {
+    pub row: usize,
+}
+
+/// The state a controller searches in.
+pub struct Session<'a> {
+    pub batch: Batch<'a>,
+    pub stream: Stream<'a>,
+    pub prompt: &'a str,
+    pub reward: Option<&'a WeightedReward>,
+}
+
+impl<'a> Session<'a> {
+    /// The reward, or [`ControlError::NeedsReward`] naming the controller.
+    pub fn require_reward(&self, controller: &'static str) -> Result<&'a WeightedReward> {
+        match self.reward {
+            Some(r) if r.has_heuristic() => Ok(r),
+            _ => Err(ControlError::NeedsReward(controller)),
+        }
+    }
+
+    pub fn needs_hidden(&self) -> bool {
+        self.reward.is_some_and(WeightedReward::needs_hidden)
+    }
+
+    /// Reward values ([`Breakdown::value`]) of `rows` of the batch, partial unless ended.
+    pub fn values(&mut self, reward: &WeightedReward, rows: &[usize]) -> Result<Vec<f64>> {
+        let hidden = reward.needs_hidden();
+        if hidden {
+            self.batch.sync_hidden()?;
+        }
+        let cands = rows.iter().map(|&r| self.batch.candidate(r, self.prompt, hidden)).collect::<Result<Vec<_>>>()?;
+        self.batch.stats.candidates_scored += cands.len();
+        Ok(reward.values(&cands)?)
+    }
+}
+
+/// A decoding strategy. Implementations live one per file and are listed in
+/// [`crate::registry`].
+pub trait Controller: Send + Sync {
+    /// Registry name.
+    fn name(&self) -> &'static str;
+
+    /// The config the controller was built from.
+    fn config(&self) -> &SearchConfig;
+
+    /// Search from the prefilled prompt (one row in `s.batch`); commit final tokens through
+    /// `s.stream` as soon as they are decided; return the row with the answer.
+    fn search(&self, s: &mut Session<'_>) -> Result<Final>;
+}
+
+/// Run `controller` on `req`, streaming committed text to `on_text` (return `false` to
+/// cancel). A cancelled search returns what was committed with [`FinishReason::Cancelled`].
+pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let cfg = controller.config();
+    cfg.validate()?;
+    let prompt = req.engine.encode_prompt(req.prompt)?;
+    let batch = Batch::start(req.engine, &prompt, cfg.max_tokens, &cfg.stop, req.cancel)?;
+    let stream = Stream::new(req.engine.tokenizer(), &cfg.stop, on_text);
+    let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };
+    let (tokens, text, finish, row) = match controller.search(&mut s) {
+        Ok(Final { row }) => {
+            let tokens = s.batch.rows.get(row).map(|r| r.tokens.clone()).ok_or_else(|| ControlError::internal("final row"))?;
+            let finish = match s.batch.rows[row].finish {
+                Some(Finish::Eos | Finish::Stop) => FinishReason::Stop,
+                _ => FinishReason::Length,
+            };
+            match s.stream.commit(&tokens).and_then(|_| s.stream.finish()) {
+                Ok(()) => (tokens, s.batch.text(row)?.0, finish, Some(row)),
+                Err(ControlError::Cancelled) => cancelled(&s),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ControlError::Cancelled) => cancelled(&s),
+        Err(e) => return Err(e),
+    };
+    let breakdown = match req.reward {
+        Some(reward) => {
+            let hidden = reward.needs_hidden();
+            let mut cand = deal_runtime::heads::Candidate::new(req.prompt, text.clone()).with_tokens(tokens.clone());
+            if hidden {
+                if let Some(r) = row {
+                    s.batch.sync_hidden()?;
+                    if let Some(h) = &s.batch.rows[r].hidden {
+                        cand = cand.with_hidden(h.clone());
+                    }
+                }
+            }
+            reward.score(std::slice::from_ref(&cand))?.pop()
+        }
+        None => None,
+    };
+    let mut stats = s.batch.stats.clone();
+    stats.tokens_committed = tokens.len();
+    stats.wall_secs = t0.elapsed().as_secs_f64();
+    Ok(Outcome { text, tokens, finish, breakdown, stats })
+}
+
+fn cancelled(s: &Session<'_>) -> (Vec<u32>, String, FinishReason, Option<usize>) {
+    (s.stream.tokens().to_vec(), s.stream.text().to_string(), FinishReason::Cancelled, None)
+}

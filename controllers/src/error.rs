@@ -1,0 +1,39 @@
+//! The controllers' error type: bad configs are rejected at the edge with the field named,
+//! engine and reward errors pass through, and cancellation is a distinct outcome.
+
+/// Errors of a search.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// A config field is out of range for the controller that reads it.
+    #[error("search config: `{field}` {message}")]
+    BadConfig { field: &'static str, message: String },
+    /// No controller of that name is registered.
+    #[error("unknown controller `{name}` (available: {})", .valid.join(", "))]
+    UnknownController { name: String, valid: Vec<String> },
+    /// The controller searches by a heuristic but the request brought no reward.
+    #[error("controller `{0}` searches by reward: give it a weight vector with a non-zero weight")]
+    NeedsReward(&'static str),
+    /// The caller cancelled (callback returned `false` or the cancel flag was set).
+    #[error("the search was cancelled")]
+    Cancelled,
+    /// The engine or a reward head failed.
+    #[error(transparent)]
+    Runtime(#[from] deal_runtime::Error),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Shorthand result type of the controllers.
+pub type Result<T, E = ControlError> = std::result::Result<T, E>;
+
+impl ControlError {
+    pub(crate) fn config(field: &'static str, message: impl Into<String>) -> Self {
+        ControlError::BadConfig { field, message: message.into() }
+    }
+
+    /// An internal invariant broke (a row without logits where the search needs them).
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ControlError::Runtime(deal_runtime::Error::invalid(message))
+    }
+}

@@ -1,0 +1,59 @@
+//! # deal-controllers
+//!
+//! Decoding-time search over deal's engine, steered by a per-request [`WeightedReward`]
+//! (`deal_runtime::reward`). Every controller batches all its rows through one forward pass
+//! per step on a forked KV cache.
+//!
+//! - [`greedy`], [`sample`]: baselines through the same path;
+//! - [`deal`]: DeAL lookahead search (Huang et al. 2024): b beams × top-k candidates, each
+//!   rolled out l greedy tokens in lockstep, ranked by log P + λ·h;
+//! - [`args`]: ARGS (Khanov et al. 2024): logit + w·h over the top-k next tokens;
+//! - [`blockwise`]: controlled decoding, blockwise best-of-K (Mudgal et al. 2024);
+//! - [`best_of_n`]: N samples, the best final text by h;
+//! - [`early_prune`]: speculative rejection (Sun et al. 2024): N samples pruned by partial h.
+//!
+//! Shared parts: [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
+//! cancel, breakdown, stats), [`batch::Batch`] (rows + cache + stop/EOS + text),
+//! [`registry`] (name → controller). Adding a controller is one file plus one line below.
+//!
+//! [`WeightedReward`]: deal_runtime::reward::WeightedReward
+
+pub mod batch;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod registry;
+pub mod stats;
+pub mod stream;
+mod util;
+
+pub use config::{Commit, SearchConfig};
+pub use controller::{run, Controller, Outcome, Request};
+pub use error::{ControlError, Result};
+pub use stats::SearchStats;
+
+/// The built-in controllers: `module => Type`, one line each; the module is its file.
+macro_rules! controllers {
+    ($($module:ident => $ty:ident),* $(,)?) => {
+        $(pub mod $module;)*
+        fn builtin_kinds() -> Vec<registry::Kind> {
+            vec![$(registry::Kind::of::<$module::$ty>()),*]
+        }
+    };
+}
+
+controllers! {
+    greedy => Greedy,
+    sample => Sample,
+    deal => Deal,
+    args => Args,
+    blockwise => Blockwise,
+    best_of_n => BestOfN,
+    early_prune => EarlyPrune,
+}
+
+/// Build controller `name` from `cfg` and run it on `req` (see [`controller::run`]).
+pub fn search(name: &str, cfg: &SearchConfig, req: &Request<'_>, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
+    let c = registry::build(name, cfg)?;
+    run(c.as_ref(), req, on_text)
+}

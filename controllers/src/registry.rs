@@ -1,0 +1,61 @@
+//! Controllers by name: each is built from a [`SearchConfig`] (validated first). The list
+//! itself is the `controllers!` line in `lib.rs`.
+
+use crate::config::SearchConfig;
+use crate::controller::Controller;
+use crate::error::{ControlError, Result};
+
+/// How a controller is registered: its name, a one-line description, and its constructor.
+pub trait Build: Controller + Sized + 'static {
+    const NAME: &'static str;
+    const DESCRIPTION: &'static str;
+    /// Whether the controller searches by the reward (and fails without one).
+    const NEEDS_REWARD: bool;
+    /// Check the fields this controller reads (the common ranges are already checked).
+    fn build(cfg: SearchConfig) -> Result<Self>;
+}
+
+/// A registered controller.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub needs_reward: bool,
+    build: fn(SearchConfig) -> Result<Box<dyn Controller>>,
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kind").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Kind {
+    pub fn of<C: Build>() -> Self {
+        fn build<C: Build>(cfg: SearchConfig) -> Result<Box<dyn Controller>> {
+            Ok(Box::new(C::build(cfg)?))
+        }
+        Self { name: C::NAME, description: C::DESCRIPTION, needs_reward: C::NEEDS_REWARD, build: build::<C> }
+    }
+}
+
+/// Every controller, in listing order.
+pub fn kinds() -> Vec<Kind> {
+    crate::builtin_kinds()
+}
+
+/// Names of every controller.
+pub fn names() -> Vec<&'static str> {
+    kinds().iter().map(|k| k.name).collect()
+}
+
+/// Build controller `name` from `cfg` (validated; errors name the field or list the names).
+pub fn build(name: &str, cfg: &SearchConfig) -> Result<Box<dyn Controller>> {
+    let kinds = kinds();
+    let kind = kinds.iter().find(|k| k.name == name).ok_or_else(|| ControlError::UnknownController {
+        name: name.to_string(),
+        valid: kinds.iter().map(|k| k.name.to_string()).collect(),
+    })?;
+    cfg.validate()?;
+    (kind.build)(cfg.clone())
+}

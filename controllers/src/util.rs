@@ -1,0 +1,81 @@
+//! Small helpers the controllers share: candidate lists, ranking, one-row decoding.
+
+use deal_runtime::model::LogitsFor;
+use deal_runtime::sampling::{log_softmax, top_k};
+
+use crate::controller::Session;
+use crate::error::Result;
+
+/// The `k` most likely tokens as `(token, log-probability)`, best first, cut to the smallest
+/// prefix whose probability reaches `top_p` (at least one).
+pub fn candidates(logits: &[f32], k: usize, top_p: f32) -> Vec<(u32, f64)> {
+    let lse = logsumexp(logits);
+    let mut out: Vec<(u32, f64)> = top_k(logits, k).into_iter().map(|(t, l)| (t, (l - lse) as f64)).collect();
+    if top_p < 1.0 {
+        let mut acc = 0.0;
+        let keep = out.iter().position(|&(_, lp)| {
+            acc += lp.exp();
+            acc >= top_p as f64
+        });
+        out.truncate(keep.map_or(out.len(), |i| i + 1));
+    }
+    out
+}
+
+/// log Σ exp(logits).
+pub fn logsumexp(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+}
+
+/// Log-probability of `token` under `logits`.
+pub fn token_logprob(logits: &[f32], token: u32) -> f64 {
+    log_softmax(logits).get(token as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64
+}
+
+/// Indices of `scores`, best first; ties keep the lower index first.
+pub fn order_desc(scores: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    idx
+}
+
+/// Index of the best score (the first on ties); `None` if empty.
+pub fn best(scores: &[f64]) -> Option<usize> {
+    order_desc(scores).first().copied()
+}
+
+/// Decode one row token by token with `pick`, committing each token as it is chosen.
+pub fn decode_single(s: &mut Session<'_>, mut pick: impl FnMut(&[f32]) -> Result<u32>) -> Result<()> {
+    loop {
+        let token = pick(s.batch.rows[0].next_logits()?)?;
+        let live = s.batch.push(0, token)?;
+        s.stream.commit(&s.batch.rows[0].tokens)?;
+        if !live {
+            return Ok(());
+        }
+        s.batch.forward(LogitsFor::Last)?;
+    }
+}
+
+/// Draw every live row's next token with `sampler` (rows in order, so a seed fixes all).
+pub fn sample_rows(s: &mut Session<'_>, sampler: &mut deal_runtime::sampling::Sampler) -> Result<()> {
+    for r in 0..s.batch.len() {
+        if s.batch.rows[r].is_done() {
+            continue;
+        }
+        let token = sampler.sample(s.batch.rows[r].next_logits()?, &[])?;
+        s.batch.push(r, token)?;
+    }
+    Ok(())
+}
+
+/// Sampling parameters of the sampling controllers.
+pub fn sampling(cfg: &crate::SearchConfig) -> deal_runtime::sampling::SamplingParams {
+    deal_runtime::sampling::SamplingParams {
+        temperature: cfg.temperature,
+        top_p: cfg.top_p,
+        seed: cfg.seed,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,54 @@
+//! Trade-off control on the real model: DeAL over a two-head weight vector (sentiment vs.
+//! brevity), swept over 5 settings; each head's mean normalised score must move
+//! monotonically with its weight (Spearman ρ against the weight, printed with `--nocapture`).
+
+mod common;
+
+use common::{engine, normalized, reward, run, spearman};
+use deal_controllers::SearchConfig;
+
+const PROMPTS: &[&str] = &[
+    "Review of the new restaurant downtown:",
+    "My first day at the new job was",
+    "The weather this weekend",
+    "I just finished reading the book, and",
+    "Our trip to the mountains was",
+    "The customer wrote to the shop:",
+];
+
+#[test]
+fn weights_steer_sentiment_against_length() {
+    let e = engine();
+    let cfg = SearchConfig {
+        max_tokens: 16,
+        stop: vec!["\n".into()],
+        k: 4,
+        beams: 1,
+        lookahead: 3,
+        lambda: 6.0,
+        ..Default::default()
+    };
+    let weights = [0.0, 0.25, 0.5, 0.75, 1.0];
+    let (mut sent, mut len) = (Vec::new(), Vec::new());
+    for &w in &weights {
+        let r = reward(serde_json::json!({
+            "weights": {"sentiment": w, "length": 1.0 - w},
+            "heads": {"length": {"target": 4, "tolerance": 12}}
+        }));
+        let (mut s, mut l) = (0.0, 0.0);
+        for p in PROMPTS {
+            let (o, _) = run(e, "deal", &cfg, p, Some(&r));
+            s += normalized(&o, "sentiment");
+            l += normalized(&o, "length");
+        }
+        let n = PROMPTS.len() as f64;
+        println!("w_sentiment={w:.2} w_length={:.2}: mean sentiment {:.3}, mean length score {:.3}", 1.0 - w, s / n, l / n);
+        sent.push(s / n);
+        len.push(l / n);
+    }
+    let w_len: Vec<f64> = weights.iter().map(|w| 1.0 - w).collect();
+    let (rho_s, rho_l) = (spearman(&weights, &sent), spearman(&w_len, &len));
+    println!("Spearman rho: sentiment {rho_s:.3}, length {rho_l:.3}");
+    assert!(rho_s >= 0.9, "sentiment does not follow its weight: rho {rho_s:.3} ({sent:?})");
+    assert!(rho_l >= 0.9, "length does not follow its weight: rho {rho_l:.3} ({len:?})");
+}

@@ -1,0 +1,94 @@
+//! `deal bench search`: wall time per committed token of every search controller vs.
+//! greedy on the same keyword prompts, and of `deal` vs. a naive implementation of the same
+//! search (rows one at a time, prefix recomputed every step). Ratios from one run.
+
+use deal_bench::search::{self, SearchBench};
+
+use super::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Keyword prompts run by every controller.
+    #[arg(long, default_value_t = 4)]
+    pub prompts: usize,
+    /// Of those, how many the (slow) naive reference runs.
+    #[arg(long, default_value_t = 1)]
+    pub naive_prompts: usize,
+    /// Most tokens per response.
+    #[arg(long, default_value_t = 24)]
+    pub max_tokens: usize,
+    /// DeAL candidates per beam.
+    #[arg(short = 'k', long, default_value_t = 4)]
+    pub k: usize,
+    /// DeAL beams.
+    #[arg(short = 'b', long, default_value_t = 2)]
+    pub beams: usize,
+    /// DeAL lookahead tokens.
+    #[arg(short = 'l', long, default_value_t = 4)]
+    pub lookahead: usize,
+    /// DeAL λ (weight of the keyword reward).
+    #[arg(long, default_value_t = 5.0)]
+    pub lambda: f64,
+    /// Score lead at which `deal-lead` commits a whole lookahead.
+    #[arg(long, default_value_t = 2.0)]
+    pub lead_margin: f64,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.prompts == 0 || a.max_tokens == 0 || a.k == 0 || a.beams == 0 {
+        anyhow::bail!("--prompts, --max-tokens, -k and -b must be > 0");
+    }
+    let engine = a.model.load()?;
+    let cfg = SearchBench {
+        prompts: a.prompts,
+        naive_prompts: a.naive_prompts.min(a.prompts),
+        max_tokens: a.max_tokens,
+        k: a.k,
+        beams: a.beams,
+        lookahead: a.lookahead,
+        lambda: a.lambda,
+        lead_margin: a.lead_margin,
+    };
+    eprintln!(
+        "deal bench search: {}, {} prompts, max {} tokens, deal k={} b={} l={} λ={}",
+        engine.name(),
+        cfg.prompts,
+        cfg.max_tokens,
+        cfg.k,
+        cfg.beams,
+        cfg.lookahead,
+        cfg.lambda
+    );
+    let report = search::run(&engine, &cfg)?;
+    println!("{:>12} {:>12} {:>10} {:>8} {:>8} {:>9}", "controller", "ms/token", "vs greedy", "tokens", "passes", "coverage");
+    for p in &report.points {
+        println!(
+            "{:>12} {:>12.1} {:>9.2}x {:>8} {:>8} {:>9.3}",
+            p.controller,
+            p.secs_per_token * 1e3,
+            p.vs_greedy,
+            p.tokens_committed,
+            p.forward_passes,
+            p.soft_coverage
+        );
+    }
+    let n = &report.naive;
+    println!(
+        "deal vs naive ({} prompt(s)): naive {:.1} ms/token, deal {:.1} ms/token: {:.1}x faster; same output on {}/{}",
+        n.prompts,
+        n.naive_secs_per_token * 1e3,
+        n.deal_secs_per_token * 1e3,
+        n.speedup,
+        n.same_output,
+        n.prompts
+    );
+    if let Some(path) = a.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
