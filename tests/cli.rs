@@ -38,3 +38,23 @@ fn bad_input_is_one_error_line_and_failure() {
         assert!(lines[0].starts_with("error: "), "{err}");
     }
 }
+
+#[test]
+fn generate_with_a_controller_reports_the_breakdown() {
+    let (ok, out, err) = deal(&[
+        "generate", "-p", "Write a sentence using the words: dog, park, ball.", "-n", "12",
+        "--controller", "deal", "-W", "keywords=1", "--head", r#"keywords={"words":["dog","park","ball"]}"#,
+        "--params", r#"{"k":3,"beams":2,"lookahead":2,"lambda":15}"#,
+    ]);
+    assert!(ok, "{err}");
+    assert!(!out.trim().is_empty());
+    assert!(err.contains("\"head\":\"keywords\"") && err.contains("forward_passes"), "{err}");
+    // a reward without a controller, and an unknown controller, are one-line errors
+    for args in [
+        vec!["generate", "-p", "x", "-W", "keywords=1"],
+        vec!["generate", "-p", "x", "--controller", "nosuch", "-n", "2"],
+    ] {
+        let (ok, _, err) = deal(&args);
+        assert!(!ok && err.trim().lines().count() == 1 && err.starts_with("error: "), "{args:?}: {err}");
+    }
+}

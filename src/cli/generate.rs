@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use deal_runtime::sampling::SamplingParams;
 use deal_runtime::GenerateParams;
 
-use super::ModelArgs;
+use super::{ModelArgs, RewardArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,6 +44,16 @@ pub struct Args {
     /// Do not print timing statistics to stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Search controller steering the output by the reward (-W / --head / --spec): deal,
+    /// args, blockwise, best_of_n, early_prune, or the baselines greedy / sample. Without
+    /// it: plain decoding with the sampling flags above.
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// Controller settings as JSON, e.g. '{"k": 4, "beams": 2, "lookahead": 4, "lambda": 5}'.
+    #[arg(long, value_name = "JSON")]
+    pub params: Option<String>,
+    #[command(flatten)]
+    pub reward: RewardArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -64,6 +74,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         a.prompt.clone()
     };
+    if let Some(name) = a.controller.clone() {
+        return aligned(a, &name, prompt);
+    }
+    if !a.reward.is_empty() {
+        anyhow::bail!("a reward (-W/--head/--spec) needs --controller (e.g. --controller deal)");
+    }
     let engine = a.model.load()?;
     let ids = engine.encode_prompt(&prompt)?;
     let params = GenerateParams { max_tokens: a.max_tokens, sampling, stop: a.stop.clone() };
@@ -84,6 +100,44 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             n as f64 / g.decode_secs.max(1e-9),
             g.finish_reason.as_str()
         );
+    }
+    Ok(())
+}
+
+/// Generation steered by a search controller and a weighted reward; the per-head breakdown
+/// and search statistics go to stderr.
+fn aligned(a: Args, name: &str, prompt: String) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    let mut cfg: deal_controllers::SearchConfig = match &a.params {
+        Some(p) => deal_controllers::SearchConfig::from_json(p)?,
+        None => Default::default(),
+    };
+    cfg.max_tokens = a.max_tokens;
+    cfg.seed = a.seed;
+    cfg.stop = a.stop.clone();
+    if a.temperature > 0.0 {
+        cfg.temperature = a.temperature;
+    }
+    cfg.validate()?;
+    let spec = a.reward.spec()?;
+    let engine = Arc::new(a.model.load()?);
+    let ctx = deal_runtime::heads::HeadContext::with_policy(engine.clone());
+    let reward = if spec.weights.is_empty() { None } else { Some(spec.build_for_search(&ctx)?) };
+    let mut req = deal_controllers::Request::new(&engine, &prompt);
+    if let Some(r) = &reward {
+        req = req.with_reward(r);
+    }
+    let mut stdout = std::io::stdout().lock();
+    let out = deal_controllers::search(name, &cfg, &req, &mut |piece| {
+        stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+    })?;
+    let _ = writeln!(stdout);
+    if !a.quiet {
+        if let Some(b) = &out.breakdown {
+            eprintln!("{}", serde_json::to_string(b)?);
+        }
+        eprintln!("{}", serde_json::to_string(&out.stats)?);
     }
     Ok(())
 }

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use deal_runtime::heads::{Candidate, HeadContext, Registry};
-use deal_runtime::reward::RewardSpec;
 
-use super::ModelArgs;
+use super::{ModelArgs, RewardArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,15 +29,8 @@ pub enum HeadsCommand {
 pub struct ScoreArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The reward spec as JSON: {"weights": {...}, "heads": {...}, "combine", "min"}.
-    #[arg(long, value_name = "JSON")]
-    pub spec: Option<String>,
-    /// Weights as name=value pairs ("sentiment=1 length=0.5"), added to --spec.
-    #[arg(short = 'W', long, value_name = "NAME=W ...")]
-    pub reward: Option<String>,
-    /// Params of one head, as NAME=JSON (repeatable), e.g. length='{"target": 30}'.
-    #[arg(long = "head", value_name = "NAME=JSON")]
-    pub head_params: Vec<String>,
+    #[command(flatten)]
+    pub reward: RewardArgs,
     #[arg(short, long, default_value = "")]
     pub prompt: String,
     /// A response to score (repeatable).
@@ -113,20 +105,8 @@ fn list(json: bool) -> anyhow::Result<()> {
 }
 
 fn score(a: ScoreArgs) -> anyhow::Result<()> {
-    let mut spec = match &a.spec {
-        Some(s) => RewardSpec::from_json(s)?,
-        None => RewardSpec::default(),
-    };
-    if let Some(w) = &a.reward {
-        spec.set_weights_from_args(w)?;
-    }
-    for hp in &a.head_params {
-        let (name, json) = hp.split_once('=').ok_or_else(|| anyhow::anyhow!("--head {hp:?}: expected NAME=JSON"))?;
-        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--head {name}: not JSON ({e})"))?;
-        spec.heads.insert(name.to_string(), v);
-    }
-    // validate before loading anything
-    spec.validate(Registry::builtin())?;
+    // validated before loading anything
+    let spec = a.reward.spec()?;
     let (ctx, engine) = if a.no_model {
         (HeadContext::new(), None)
     } else {

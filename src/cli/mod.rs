@@ -41,3 +41,43 @@ impl ModelArgs {
         Ok(Engine::load(&path, &opts)?)
     }
 }
+
+/// A reward spec given on the command line (validated against the head registry).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RewardArgs {
+    /// The reward spec as JSON: {"weights": {...}, "heads": {...}, "combine", "min"}.
+    #[arg(long, value_name = "JSON")]
+    pub spec: Option<String>,
+    /// Weights as name=value pairs ("sentiment=1 length=0.5"), added to --spec.
+    #[arg(short = 'W', long, value_name = "NAME=W ...")]
+    pub reward: Option<String>,
+    /// Params of one head, as NAME=JSON (repeatable), e.g. length='{"target": 30}'.
+    #[arg(long = "head", value_name = "NAME=JSON")]
+    pub head_params: Vec<String>,
+}
+
+impl RewardArgs {
+    /// Whether any reward setting was given.
+    pub fn is_empty(&self) -> bool {
+        self.spec.is_none() && self.reward.is_none() && self.head_params.is_empty()
+    }
+
+    /// The validated spec.
+    pub fn spec(&self) -> anyhow::Result<deal_runtime::reward::RewardSpec> {
+        let mut spec = match &self.spec {
+            Some(s) => deal_runtime::reward::RewardSpec::from_json(s)?,
+            None => Default::default(),
+        };
+        if let Some(w) = &self.reward {
+            spec.set_weights_from_args(w)?;
+        }
+        for hp in &self.head_params {
+            let (name, json) = hp.split_once('=').ok_or_else(|| anyhow::anyhow!("--head {hp:?}: expected NAME=JSON"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--head {name}: not JSON ({e})"))?;
+            spec.heads.insert(name.to_string(), v);
+        }
+        spec.validate(deal_runtime::heads::Registry::builtin())?;
+        Ok(spec)
+    }
+}
