@@ -14,6 +14,12 @@ const PROMPTS: &[&str] = &[
     "I just finished reading the book, and",
     "Our trip to the mountains was",
     "The customer wrote to the shop:",
+    "Yesterday's football match",
+    "The new phone I bought",
+    "Dear neighbour, about the noise last night,",
+    "The hotel room was",
+    "Feedback on the team meeting:",
+    "The movie we watched on Friday",
 ];
 
 #[test]
@@ -49,6 +55,7 @@ fn weights_steer_sentiment_against_length() {
     let w_len: Vec<f64> = weights.iter().map(|w| 1.0 - w).collect();
     let (rho_s, rho_l) = (spearman(&weights, &sent), spearman(&w_len, &len));
     println!("Spearman rho: sentiment {rho_s:.3}, length {rho_l:.3}");
-    assert!(rho_s >= 0.9, "sentiment does not follow its weight: rho {rho_s:.3} ({sent:?})");
-    assert!(rho_l >= 0.9, "length does not follow its weight: rho {rho_l:.3} ({len:?})");
+    // strictly monotonic: rho = 1 (measured: sentiment 0.589 -> 0.726, length 0.618 -> 0.326)
+    assert!(rho_s > 0.99, "sentiment does not follow its weight: rho {rho_s:.3} ({sent:?})");
+    assert!(rho_l > 0.99, "length does not follow its weight: rho {rho_l:.3} ({len:?})");
 }
