@@ -60,8 +60,9 @@ struct Row {
 /// Masks and positions for one forward step, produced by [`KvCache::begin_step`].
 #[derive(Debug)]
 pub struct StepInfo {
-    /// Position of every new token, `[rows, t]` as u32 (padding gets the row's next position).
-    pub positions: Tensor,
+    /// Position of every new token, row-major `[rows, t]` (padding repeats the row's last
+    /// new position).
+    pub positions: Vec<u32>,
     /// Additive mask for global layers, `[rows, 1, 1, t, prefix + slots]`.
     pub mask_global: Tensor,
     /// Additive mask for sliding-window layers, when the model has them.
@@ -359,7 +360,6 @@ impl KvCache {
             Some(w) => Some(build(Some(w))?),
             None => None,
         };
-        let positions = Tensor::from_vec(positions, (self.rows.len(), t), &self.device)?;
         Ok(StepInfo { positions, mask_global, mask_local, new_tokens: new_tokens.to_vec(), write_offset: offset })
     }
 

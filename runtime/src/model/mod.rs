@@ -237,10 +237,9 @@ impl Model {
         if let Some(s) = self.cfg.embed_scale {
             x = (x * s)?;
         }
-        let positions = step.positions.flatten_all()?.to_vec1::<u32>()?;
-        let (cos_g, sin_g) = self.rope_global.tables(&positions, b, t, &self.device)?;
+        let (cos_g, sin_g) = self.rope_global.tables(&step.positions, b, t, &self.device)?;
         let (cos_l, sin_l) = if has_local {
-            self.rope_local.tables(&positions, b, t, &self.device)?
+            self.rope_local.tables(&step.positions, b, t, &self.device)?
         } else {
             (cos_g.clone(), sin_g.clone())
         };
