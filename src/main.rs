@@ -16,6 +16,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Interactive chat with live weight dials (/weights, /controller, /scores, /help).
+    Chat(cli::chat::Args),
+    /// OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, ...).
+    Serve(cli::serve::Args),
     /// Generate text from a prompt, streamed to stdout.
     Generate(cli::generate::Args),
     /// Describe a GGUF model: architecture, sizes, quantization types, context length.
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chat(a) => cli::chat::run(a),
+        Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Info(a) => cli::info::run(a),
         Command::Setup => deal_runtime::setup::ensure_default_model()

@@ -18,8 +18,12 @@ use crate::stream::Stream;
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub engine: &'a Engine,
-    /// The prompt as text (tokenized with BOS when the model wants one).
+    /// The prompt as text: tokenized (with BOS when the model wants one) unless `tokens` are
+    /// given, and the prompt the reward heads see.
     pub prompt: &'a str,
+    /// Prompt tokens, when the caller tokenized it (e.g. a chat rendered by its template);
+    /// `prompt` then only feeds the heads (typically the last user message).
+    pub tokens: Option<&'a [u32]>,
     /// The heuristic (and the breakdown of the result). Greedy and sampling work without.
     pub reward: Option<&'a WeightedReward>,
     /// Checked before every forward pass: set it to stop the search within one pass.
@@ -28,7 +32,13 @@ pub struct Request<'a> {
 
 impl<'a> Request<'a> {
     pub fn new(engine: &'a Engine, prompt: &'a str) -> Self {
-        Self { engine, prompt, reward: None, cancel: None }
+        Self { engine, prompt, tokens: None, reward: None, cancel: None }
+    }
+
+    /// Search from these prompt tokens; `prompt` stays what the heads see.
+    pub fn with_tokens(mut self, tokens: &'a [u32]) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 
     pub fn with_reward(mut self, reward: &'a WeightedReward) -> Self {
@@ -114,7 +124,10 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     let t0 = Instant::now();
     let cfg = controller.config();
     cfg.validate()?;
-    let prompt = req.engine.encode_prompt(req.prompt)?;
+    let prompt = match req.tokens {
+        Some(t) => t.to_vec(),
+        None => req.engine.encode_prompt(req.prompt)?,
+    };
     let batch = Batch::start(req.engine, &prompt, cfg.max_tokens, &cfg.stop, req.cancel)?;
     let stream = Stream::new(req.engine.tokenizer(), &cfg.stop, on_text);
     let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };

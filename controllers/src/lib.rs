@@ -12,12 +12,14 @@
 //! - [`best_of_n`]: N samples, the best final text by h;
 //! - [`early_prune`]: speculative rejection (Sun et al. 2024): N samples pruned by partial h.
 //!
-//! Shared parts: [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
+//! Shared parts: [`Alignment`] (controller + config + reward spec, as requests give them),
+//! [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
 //! cancel, breakdown, stats), [`batch::Batch`] (rows + cache + stop/EOS + text),
 //! [`registry`] (name → controller). Adding a controller is one file plus one line below.
 //!
 //! [`WeightedReward`]: deal_runtime::reward::WeightedReward
 
+pub mod alignment;
 pub mod batch;
 pub mod config;
 pub mod controller;
@@ -27,6 +29,7 @@ pub mod stats;
 pub mod stream;
 mod util;
 
+pub use alignment::{Alignment, AlignmentError};
 pub use config::{Commit, SearchConfig};
 pub use controller::{run, Controller, Outcome, Request};
 pub use error::{ControlError, Result};

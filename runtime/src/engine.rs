@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+use crate::chat::ChatTemplate;
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::model::{ForwardOutput, LoadOptions, LogitsFor, Model};
@@ -86,6 +87,9 @@ pub struct Engine {
     model: Model,
     tokenizer: GgufTokenizer,
     path: PathBuf,
+    /// The GGUF's `tokenizer.chat_template`, compiled (or deal's plain fallback).
+    chat: ChatTemplate,
+    has_chat_template: bool,
 }
 
 impl Engine {
@@ -94,8 +98,35 @@ impl Engine {
         let path = path.as_ref().to_path_buf();
         let mut f = GgufFile::open(&path)?;
         let tokenizer = GgufTokenizer::from_gguf(f.content())?;
+        let source = crate::gguf::opt(f.content(), "tokenizer.chat_template", |c, k| {
+            crate::gguf::get_str(c, k).map(str::to_string)
+        })?;
+        // a template that does not compile is reported and replaced by the fallback
+        let chat = match ChatTemplate::new(source.as_deref(), &tokenizer) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("{e}; using deal's plain chat template");
+                ChatTemplate::new(None, &tokenizer)?
+            }
+        };
+        let has_chat_template = !chat.is_fallback();
         let model = Model::load(&mut f, &opts.device, &opts.load)?;
-        Ok(Self { model, tokenizer, path })
+        Ok(Self { model, tokenizer, path, chat, has_chat_template })
+    }
+
+    /// The chat template (the GGUF's own, or deal's plain fallback; see [`crate::chat`]).
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
+    }
+
+    /// Whether the GGUF carries its own chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.has_chat_template
+    }
+
+    /// Prompt tokens of a conversation, rendered by [`Engine::chat_template`].
+    pub fn encode_chat(&self, messages: &[crate::chat::Message]) -> Result<Vec<u32>> {
+        self.chat.encode(&self.tokenizer, messages)
     }
 
     pub fn model(&self) -> &Model {

@@ -10,6 +10,8 @@
 //! - [`sampling`]: greedy, temperature, top-k/top-p/min-p, repetition penalty, seeds;
 //! - [`engine`]: model + tokenizer + device, with prefill/step and plain generation;
 //! - [`stop`]: stop strings over streamed text;
+//! - [`chat`]: chat templates (the GGUF's own via minijinja, or a plain fallback);
+//! - [`turns`]: first-come, first-served turns at the forward pass for concurrent searches;
 //! - [`device`]: choosing cpu / cuda at run time;
 //! - [`setup`]: fetching and verifying the default model;
 //! - [`heads`]: reward heads (keywords, length, format, sentiment, lexicon, repetition,
@@ -17,6 +19,7 @@
 //! - [`reward`]: per-request weight vectors over heads, calibration, combination, floors;
 //! - [`probe_train`]: fitting linear probes on hidden states (`deal train-probe`).
 
+pub mod chat;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -31,6 +34,7 @@ pub mod sampling;
 pub mod setup;
 pub mod stop;
 pub mod tokenizer;
+pub mod turns;
 
 pub use error::{Error, Result};
 

@@ -103,6 +103,10 @@ pub struct GgufTokenizer {
     eog: Vec<u32>,
     add_bos: bool,
     add_space_prefix: bool,
+    /// Control tokens (`<start_of_turn>`, `<|im_start|>`...) by text, longest first: what
+    /// [`GgufTokenizer::encode_with_control`] recognises in trusted text such as a rendered
+    /// chat template.
+    controls: Vec<(String, u32)>,
 }
 
 impl std::fmt::Debug for GgufTokenizer {
@@ -391,7 +395,12 @@ impl GgufTokenizer {
         inner.add_tokens(&user);
         inner.set_encode_special_tokens(true);
 
-        Ok(Self { inner, kind, tokens, types, bos, eos, pad, eog, add_bos, add_space_prefix })
+        let mut controls: Vec<(String, u32)> = (0..n)
+            .filter(|&i| types[i] == TokenType::Control && !tokens[i].is_empty())
+            .map(|i| (tokens[i].clone(), i as u32))
+            .collect();
+        controls.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        Ok(Self { inner, kind, tokens, types, bos, eos, pad, eog, add_bos, add_space_prefix, controls })
     }
 
     /// Token ids for `text`. A BOS is prepended only if `add_bos` is asked for, the model
@@ -404,6 +413,62 @@ impl GgufTokenizer {
         }
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// Like [`GgufTokenizer::encode`], but control-token text (`<start_of_turn>`, `<bos>`...)
+    /// becomes the control token. Only for trusted text such as a rendered chat template;
+    /// user text goes through [`GgufTokenizer::encode`] so it can never forge a turn. A BOS is
+    /// added (when asked and wanted) only if the text does not already start with one.
+    pub fn encode_with_control(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        self.encode_segments(&[(text, true)], add_bos)
+    }
+
+    /// Tokenize text made of segments; control tokens are recognised only in segments marked
+    /// trusted (`true`). Plain text across segment boundaries is tokenized as one run, so a
+    /// user message inside a template tokenizes as it would in one string.
+    pub fn encode_segments(&self, segments: &[(&str, bool)], add_bos: bool) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut plain = String::new();
+        for &(text, trusted) in segments {
+            if !trusted {
+                plain.push_str(text);
+                continue;
+            }
+            let mut i = 0;
+            while i < text.len() {
+                let rest = &text[i..];
+                match self.control_at(rest) {
+                    Some((len, id)) => {
+                        if !plain.is_empty() {
+                            ids.extend(self.encode(&plain, false)?);
+                            plain.clear();
+                        }
+                        ids.push(id);
+                        i += len;
+                    }
+                    None => {
+                        let c = rest.chars().next().unwrap_or(' ');
+                        plain.push(c);
+                        i += c.len_utf8();
+                    }
+                }
+            }
+        }
+        if !plain.is_empty() {
+            ids.extend(self.encode(&plain, false)?);
+        }
+        if add_bos && self.add_bos() && ids.first() != self.bos.as_ref() {
+            ids.insert(0, self.bos.unwrap_or_default());
+        }
+        Ok(ids)
+    }
+
+    /// The control token `text` starts with, as (byte length, id).
+    fn control_at(&self, text: &str) -> Option<(usize, u32)> {
+        if !(text.starts_with('<') || text.starts_with('[')) {
+            return None;
+        }
+        self.controls.iter().find(|(t, _)| text.starts_with(t.as_str())).map(|(t, id)| (t.len(), *id))
     }
 
     /// Text of `ids`. With `skip_special`, control/unknown/unused tokens (BOS, `<end_of_turn>`...)

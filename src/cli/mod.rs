@@ -5,6 +5,8 @@ pub mod bench_search;
 pub mod generate;
 pub mod heads;
 pub mod info;
+pub mod serve;
+pub mod chat;
 pub mod train_probe;
 
 use std::path::PathBuf;

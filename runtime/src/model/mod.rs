@@ -98,6 +98,8 @@ pub struct Model {
     output: Linear,
     rope_global: Rope,
     rope_local: Rope,
+    /// Concurrent callers take turns at the forward pass, first come first served.
+    turns: crate::turns::Turns,
 }
 
 impl Model {
@@ -172,6 +174,7 @@ impl Model {
             output,
             rope_global,
             rope_local,
+            turns: Default::default(),
         })
     }
 
@@ -208,7 +211,9 @@ impl Model {
 
     /// Run one step. `tokens[r]` are the new tokens of row `r` (may differ in length, may be
     /// empty for rows that only wait); the cache must have `tokens.len()` rows.
+    /// Concurrent calls (from several threads) run one at a time, in arrival order.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[Vec<u32>], want: LogitsFor) -> Result<ForwardOutput> {
+        let _turn = self.turns.take();
         let b = tokens.len();
         let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let t = lens.iter().copied().max().unwrap_or(0);

@@ -1,0 +1,165 @@
+//! [`ApiError`]: every failure the server reports, as OpenAI's error JSON
+//! (`{"error": {"message", "type", "param", "code"}}`) with the matching HTTP status.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `not_found_error`,
+    /// `rate_limit_error`, `server_error`, `upstream_error`.
+    pub kind: &'static str,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), kind, param: None, code: None }
+    }
+
+    /// 400: a field is missing, of the wrong type or out of range.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { param: Some(param.into()), ..Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message) }
+    }
+
+    /// 400 without a specific field (unparsable body...).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 401: missing or wrong API key.
+    pub fn unauthorized() -> Self {
+        Self {
+            code: Some("invalid_api_key"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid or missing API key: send `Authorization: Bearer <key>`",
+            )
+        }
+    }
+
+    /// 404: unknown model.
+    pub fn model_not_found(name: &str, served: &str) -> Self {
+        Self {
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                format!("the model `{name}` does not exist; this server serves `{served}` (see GET /v1/models)"),
+            )
+        }
+    }
+
+    /// 404: unknown route.
+    pub fn no_route(method: &str, path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("no route for {method} {path}"))
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method not allowed on this route")
+    }
+
+    /// 413.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("the request body is larger than the server's limit of {limit} bytes"),
+        )
+    }
+
+    /// 429: the queue is full.
+    pub fn queue_full(capacity: usize) -> Self {
+        Self {
+            code: Some("rate_limit_exceeded"),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!("the server is busy ({capacity} requests queued); retry shortly"),
+            )
+        }
+    }
+
+    /// 502: an external reward server failed.
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+    }
+
+    /// 500: a bug or an engine failure (never caused by the request's content).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    /// 503: the engine is gone (shutting down).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(Body {
+            error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// An engine-side error as the client should see it: bad input stays a 400, an external
+/// reward server's failure is a 502, anything else is the server's fault.
+impl From<deal_controllers::ControlError> for ApiError {
+    fn from(e: deal_controllers::ControlError) -> Self {
+        use deal_controllers::ControlError as C;
+        use deal_runtime::reward::RewardError as R;
+        match &e {
+            C::BadConfig { field, .. } => ApiError::invalid(format!("alignment.params.{field}"), e.to_string()),
+            C::UnknownController { .. } => ApiError::invalid("alignment.controller", e.to_string()),
+            C::NeedsReward(_) => ApiError::invalid("alignment.weights", e.to_string()),
+            C::Runtime(deal_runtime::Error::InvalidArgument(_)) => ApiError::bad_request(e.to_string()),
+            C::Runtime(deal_runtime::Error::Reward(R::Head { head, .. })) if head == "http" => {
+                ApiError::upstream(e.to_string())
+            }
+            C::Runtime(deal_runtime::Error::Reward(R::Head { .. } | R::WrongCount { .. } | R::NotFinite { .. })) => {
+                ApiError::internal(e.to_string())
+            }
+            C::Runtime(deal_runtime::Error::Reward(_)) => ApiError::invalid("alignment", e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The engine worker: validated jobs arrive over a bounded crossbeam queue (full → the
+//! handler answers 429) and are run by a few worker threads. Each thread runs one search at
+//! a time; concurrent searches take turns at the model's forward pass in arrival order
+//! ([`deal_runtime::turns`]), so a short request is not stuck behind a long one. Results go
+//! back to the async handler as [`Event`]s; a handler that goes away (client disconnected)
+//! sets the job's cancel flag and the search stops before its next forward pass.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use deal_controllers::{Outcome, Request};
+use deal_runtime::heads::HeadContext;
+use deal_runtime::Engine;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::request::GenerationRequest;
+
+/// One request's work.
+pub struct Job {
+    pub request: GenerationRequest,
+    /// Set when the client goes away; the search stops within one forward pass.
+    pub cancel: Arc<AtomicBool>,
+    pub events: UnboundedSender<Event>,
+    pub enqueued: Instant,
+}
+
+/// What the worker reports back, in order: text pieces of each choice as they are committed,
+/// then one `Done` per choice (or one `Failed`).
+#[derive(Debug)]
+pub enum Event {
+    /// The search started: the job left the queue and its reward heads loaded.
+    Started,
+    Text { index: usize, text: String },
+    Done { index: usize, outcome: Box<Outcome> },
+    Failed(ApiError),
+}
+
+/// Handle to the worker threads.
+#[derive(Clone)]
+pub struct Worker {
+    tx: Sender<Job>,
+    capacity: usize,
+    active: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    /// Start `threads` worker threads over a queue of `capacity` jobs.
+    pub fn spawn(engine: Arc<Engine>, heads: Arc<HeadContext>, metrics: Arc<Metrics>, threads: usize, capacity: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
+        let active = Arc::new(AtomicUsize::new(0));
+        for i in 0..threads.max(1) {
+            let (rx, engine, heads, metrics, active) = (rx.clone(), engine.clone(), heads.clone(), metrics.clone(), active.clone());
+            std::thread::Builder::new()
+                .name(format!("deal-worker-{i}"))
+                .spawn(move || work(rx, &engine, &heads, &metrics, &active))
+                .expect("spawning a worker thread");
+        }
+        Self { tx, capacity, active }
+    }
+
+    /// Queue a job, or answer 429 when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ApiError::queue_full(self.capacity)),
+            Err(TrySendError::Disconnected(_)) => Err(ApiError::unavailable("the engine worker has stopped")),
+        }
+    }
+
+    /// Jobs waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Searches running now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+fn work(rx: Receiver<Job>, engine: &Engine, heads: &Arc<HeadContext>, metrics: &Metrics, active: &AtomicUsize) {
+    while let Ok(job) = rx.recv() {
+        if job.cancel.load(Ordering::Relaxed) {
+            metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        metrics.queue_wait.observe(job.enqueued.elapsed().as_secs_f64());
+        active.fetch_add(1, Ordering::Relaxed);
+        // a panic inside a search (a bug) must not take the worker thread down with it
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job, engine, heads, metrics)));
+        active.fetch_sub(1, Ordering::Relaxed);
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(ApiError::internal("the search failed unexpectedly (a bug); the server is still running")),
+        };
+        if let Some(e) = failure {
+            let _ = job.events.send(Event::Failed(e));
+        }
+    }
+}
+
+fn run(job: &Job, engine: &Engine, heads: &Arc<HeadContext>, metrics: &Metrics) -> Result<(), ApiError> {
+    let req = &job.request;
+    let reward = match &req.reward {
+        Some(spec) => Some(spec.build(heads).map_err(|e| ApiError::from(deal_controllers::ControlError::from(e)))?),
+        None => None,
+    };
+    let _ = job.events.send(Event::Started);
+    let (events, cancel) = (&job.events, &job.cancel);
+    for (p, prompt) in req.prompts.iter().enumerate() {
+        for j in 0..req.n {
+            let index = p * req.n + j;
+            // choice j samples with seed + j, so the n choices differ when the controller samples
+            let mut cfg = req.config.clone();
+            cfg.seed = cfg.seed.wrapping_add(j as u64);
+            let controller = deal_controllers::registry::build(&req.controller, &cfg)?;
+            let mut r = Request::new(engine, &prompt.text).with_tokens(&prompt.tokens).with_cancel(cancel);
+            if let Some(w) = &reward {
+                r = r.with_reward(w);
+            }
+            let mut on_text = |piece: &str| {
+                !cancel.load(Ordering::Relaxed) && events.send(Event::Text { index, text: piece.to_string() }).is_ok()
+            };
+            let outcome = deal_controllers::run(controller.as_ref(), &r, &mut on_text)?;
+            metrics.record_search(&outcome.stats);
+            if cancel.load(Ordering::Relaxed) {
+                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            let _ = events.send(Event::Done { index, outcome: Box::new(outcome) });
+        }
+    }
+    Ok(())
+}
