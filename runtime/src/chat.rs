@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// The plain template used when the GGUF carries none:
 ///
 /// ```text
-/// {system}\n\n          (if any)
+/// {system}\n\n          (default: "A conversation between a user and a helpful assistant.")
 /// User: {user}\n
 /// Assistant: {assistant}\n
 /// ...
@@ -24,13 +24,15 @@ use crate::{Error, Result};
 /// ```
 ///
 /// Generation stops at [`FALLBACK_STOP`] so the model does not write the user's next turn.
-pub const FALLBACK_TEMPLATE: &str = "{%- for m in messages -%}\
-{%- if m.role == 'system' -%}{{ m.content }}\n\n\
-{%- elif m.role == 'user' -%}User: {{ m.content }}\n\
-{%- else -%}Assistant: {{ m.content }}\n\
-{%- endif -%}\
-{%- endfor -%}\
-{%- if add_generation_prompt -%}Assistant:{%- endif -%}";
+pub const FALLBACK_TEMPLATE: &str = "\
+{% if messages[0].role != 'system' %}A conversation between a user and a helpful assistant.\n\n{% endif %}\
+{% for m in messages %}\
+{% if m.role == 'system' %}{{ m.content }}\n\n\
+{% elif m.role == 'user' %}User: {{ m.content }}\n\
+{% else %}Assistant: {{ m.content }}\n\
+{% endif %}\
+{% endfor %}\
+{% if add_generation_prompt %}Assistant:{% endif %}";
 
 /// Stop string of the fallback template: the start of the next user turn.
 pub const FALLBACK_STOP: &str = "\nUser:";
@@ -163,5 +165,35 @@ impl ChatTemplate {
         segments.push((rest, true));
         let ids = tok.encode_segments(&segments, true)?;
         Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Environment<'static> {
+        let mut env = Environment::new();
+        env.add_template("chat", FALLBACK_TEMPLATE).unwrap();
+        env
+    }
+
+    #[test]
+    fn fallback_template_renders_turns_on_their_own_lines() {
+        let env = env();
+        let t = env.get_template("chat").unwrap();
+        let msgs = vec![
+            context! { role => "user", content => "Hi" },
+            context! { role => "assistant", content => "Hello." },
+            context! { role => "user", content => "Bye" },
+        ];
+        let out = t.render(context! { messages => msgs, add_generation_prompt => true }).unwrap();
+        assert_eq!(
+            out,
+            "A conversation between a user and a helpful assistant.\n\nUser: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:"
+        );
+        let msgs = vec![context! { role => "system", content => "Be brief." }, context! { role => "user", content => "Hi" }];
+        let out = t.render(context! { messages => msgs, add_generation_prompt => true }).unwrap();
+        assert_eq!(out, "Be brief.\n\nUser: Hi\nAssistant:");
     }
 }
