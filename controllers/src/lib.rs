@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # deal-controllers
 //!
 //! Decoding-time search over deal's engine, steered by a per-request [`WeightedReward`]

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # deal-runtime
 //!
 //! The engine under deal's search controllers:
@@ -11,7 +12,6 @@
 //! - [`engine`]: model + tokenizer + device, with prefill/step and plain generation;
 //! - [`stop`]: stop strings over streamed text;
 //! - [`chat`]: chat templates (the GGUF's own via minijinja, or a plain fallback);
-//! - [`turns`]: first-come, first-served turns at the forward pass for concurrent searches;
 //! - [`device`]: choosing cpu / cuda at run time;
 //! - [`setup`]: fetching and verifying the default model;
 //! - [`heads`]: reward heads (keywords, length, format, sentiment, lexicon, repetition,
@@ -34,7 +34,6 @@ pub mod sampling;
 pub mod setup;
 pub mod stop;
 pub mod tokenizer;
-pub mod turns;
 
 pub use error::{Error, Result};
 

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # deal-server
 //!
 //! deal's OpenAI-compatible HTTP endpoint (`deal serve`), built like text-generation-inference's

@@ -19,36 +19,86 @@ pub struct Attention {
     pub k_norm: Option<RmsNorm>,
 }
 
-/// Per-step inputs shared by all layers of one kind (global or local).
+/// Per-step inputs shared by all layers of one kind (global or local), for one cache.
 pub struct AttnInputs<'a> {
+    /// Where the new tokens go in the cache.
     pub step: &'a StepInfo,
+    /// Additive attention mask `[rows, 1, t, keys]`.
     pub mask: &'a Tensor,
+    /// RoPE tables for the new positions.
     pub cos: &'a Tensor,
+    /// RoPE tables for the new positions.
     pub sin: &'a Tensor,
 }
 
+/// One cache's rows within a (possibly merged) batch: attention runs per cache, the
+/// projections over the rows of every cache at once.
+pub struct AttnGroup<'a, 'c> {
+    /// The cache the rows attend over and write to.
+    pub cache: &'c mut KvCache,
+    /// Inputs of global-attention layers.
+    pub global: AttnInputs<'a>,
+    /// Inputs of sliding-window layers.
+    pub local: AttnInputs<'a>,
+    /// How many consecutive rows of the batch belong to this cache.
+    pub rows: usize,
+}
+
 impl Attention {
-    /// `x`: normalised hidden states `[rows, t, hidden]` → attention output `[rows, t, hidden]`.
+    /// `x`: normalised hidden states `[rows, t, hidden]` of every group's rows, concatenated in
+    /// group order → attention output `[rows, t, hidden]`. `local` picks the sliding-window
+    /// inputs.
     pub fn forward(
         &self,
         cfg: &ModelConfig,
         layer: usize,
+        local: bool,
         x: &Tensor,
-        cache: &mut KvCache,
-        inp: &AttnInputs<'_>,
+        groups: &mut [AttnGroup<'_, '_>],
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let qkv = self.qkv.forward(x)?;
         let mut q = split_heads(&qkv[0].contiguous()?, hq, d)?;
         let mut k = split_heads(&qkv[1].contiguous()?, hkv, d)?;
-        let v = split_heads(&qkv[2].contiguous()?, hkv, d)?.contiguous()?;
+        let v = split_heads(&qkv[2].contiguous()?, hkv, d)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let q = (apply_rope(&q, inp.cos, inp.sin, cfg.rope_style)? * cfg.attn_scale)?;
-        let k = apply_rope(&k, inp.cos, inp.sin, cfg.rope_style)?;
+        let mut outs = Vec::with_capacity(groups.len());
+        let mut off = 0;
+        for g in groups.iter_mut() {
+            let inp = if local { &g.local } else { &g.global };
+            let (qg, kg, vg) = if groups_len_is_one(off, g.rows, x)? {
+                (q.clone(), k.clone(), v.clone())
+            } else {
+                (q.narrow(0, off, g.rows)?, k.narrow(0, off, g.rows)?, v.narrow(0, off, g.rows)?)
+            };
+            outs.push(self.attend(cfg, layer, &qg, &kg, &vg, g.cache, inp)?);
+            off += g.rows;
+        }
+        let out = if outs.len() == 1 { outs.pop().expect("one group") } else { Tensor::cat(&outs, 0)? };
+        self.o.forward(&out)
+    }
+
+    /// Attention of one cache's rows: `q` `[b, hq, t, d]`, `k`/`v` `[b, hkv, t, d]` (before
+    /// RoPE) → merged heads `[b, t, hq*d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &self,
+        cfg: &ModelConfig,
+        layer: usize,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cache: &mut KvCache,
+        inp: &AttnInputs<'_>,
+    ) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let q = (apply_rope(q, inp.cos, inp.sin, cfg.rope_style)? * cfg.attn_scale)?;
+        let k = apply_rope(k, inp.cos, inp.sin, cfg.rope_style)?;
+        let v = v.contiguous()?;
         cache.write_layer(layer, inp.step, &k, &v)?;
         let kv = cache.layer_kv(layer)?;
 
@@ -93,7 +143,11 @@ impl Attention {
             });
         }
         let out = out.ok_or_else(|| Error::invalid("attention over an empty cache"))?;
-        let out = merge_heads(&out.reshape((b, hq, t, d))?)?;
-        self.o.forward(&out)
+        merge_heads(&out.reshape((b, hq, t, d))?)
     }
+}
+
+/// Whether a group spans the whole batch (then no narrowing is needed).
+fn groups_len_is_one(off: usize, rows: usize, x: &Tensor) -> Result<bool> {
+    Ok(off == 0 && rows == x.dim(0)?)
 }

@@ -7,6 +7,7 @@
 //! reward heads read it for free).
 
 pub mod attention;
+pub mod batcher;
 pub mod config;
 pub mod layers;
 
@@ -19,7 +20,7 @@ pub use config::{Activation, Arch, ModelConfig, RopeStyle};
 
 use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
-use attention::{AttnInputs, Attention};
+use attention::{AttnGroup, AttnInputs, Attention};
 use layers::{load_qtensor, Linear, Projections, RmsNorm, Rope};
 pub use layers::WeightMode;
 
@@ -48,6 +49,29 @@ pub enum LogitsFor {
     All,
     /// No logits (prefill of a prefix whose next token is not needed yet).
     None,
+}
+
+/// One caller's step in a merged pass ([`Model::forward_many`]).
+pub struct ForwardJob<'a> {
+    /// The caller's cache (rows, positions).
+    pub cache: &'a mut KvCache,
+    /// New tokens per row, as for [`Model::forward`].
+    pub tokens: &'a [Vec<u32>],
+    /// Which logits the caller wants.
+    pub want: LogitsFor,
+}
+
+/// A job after validation: its slots reserved, embeddings and RoPE tables built.
+struct Prepared {
+    step: crate::kv_cache::StepInfo,
+    lens: Vec<usize>,
+    b: usize,
+    t: usize,
+    x: Tensor,
+    cos_g: Tensor,
+    sin_g: Tensor,
+    cos_l: Tensor,
+    sin_l: Tensor,
 }
 
 /// Result of one forward step.
@@ -98,8 +122,8 @@ pub struct Model {
     output: Linear,
     rope_global: Rope,
     rope_local: Rope,
-    /// Concurrent callers take turns at the forward pass, first come first served.
-    turns: crate::turns::Turns,
+    /// Merges concurrent callers' steps into shared passes, first come first served.
+    batcher: batcher::Batcher,
 }
 
 impl Model {
@@ -174,7 +198,7 @@ impl Model {
             output,
             rope_global,
             rope_local,
-            turns: Default::default(),
+            batcher: Default::default(),
         })
     }
 
@@ -204,6 +228,12 @@ impl Model {
         CacheShape { n_layers: self.cfg.n_layers, n_kv_heads: self.cfg.n_kv_heads, head_dim: self.cfg.head_dim }
     }
 
+    /// How many passes the model ran and how many callers they served (concurrent callers
+    /// share passes; see [`batcher`]).
+    pub fn batcher_stats(&self) -> batcher::BatcherStats {
+        self.batcher.stats()
+    }
+
     /// A new empty cache with `rows` rows for this model.
     pub fn new_cache(&self, rows: usize) -> Result<KvCache> {
         KvCache::new(self.cache_shape(), rows, &self.device, self.dtype)
@@ -211,12 +241,66 @@ impl Model {
 
     /// Run one step. `tokens[r]` are the new tokens of row `r` (may differ in length, may be
     /// empty for rows that only wait); the cache must have `tokens.len()` rows.
-    /// Concurrent calls (from several threads) run one at a time, in arrival order.
+    ///
+    /// Concurrent calls from several threads (searches of different requests) are merged:
+    /// calls that arrive while a pass runs wait, and the next pass runs all of them at once
+    /// (see [`batcher`]), first come first served.
     pub fn forward(&self, cache: &mut KvCache, tokens: &[Vec<u32>], want: LogitsFor) -> Result<ForwardOutput> {
-        let _turn = self.turns.take();
+        self.batcher.run(self, cache, tokens, want)
+    }
+
+    /// Run several caches' steps as one batch: the projections, MLPs and the output layer
+    /// see every row of every job at once; attention runs per cache. Jobs whose new-token
+    /// count differs from the first valid job's, or that want logits at every position, run
+    /// as batches of their own. One result per job, in order.
+    pub fn forward_many(&self, jobs: &mut [ForwardJob<'_>]) -> Vec<Result<ForwardOutput>> {
+        let mut results: Vec<Option<Result<ForwardOutput>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter_mut().enumerate() {
+            match self.prepare(job.cache, job.tokens) {
+                Ok(p) => prepared.push((i, p)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        // batches: jobs of the same width t merge (logits at every position run alone)
+        let mut batches: Vec<Vec<(usize, Prepared)>> = Vec::new();
+        for (i, p) in prepared {
+            let mergeable = jobs[i].want != LogitsFor::All;
+            match batches.iter_mut().find(|b| mergeable && jobs[b[0].0].want != LogitsFor::All && b[0].1.t == p.t) {
+                Some(b) => b.push((i, p)),
+                None => batches.push(vec![(i, p)]),
+            }
+        }
+        for batch in batches {
+            let idx: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+            match self.run_batch(jobs, batch) {
+                Ok(outs) => {
+                    for (i, o) in idx.iter().zip(outs) {
+                        results[*i] = Some(Ok(o));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for i in idx {
+                        results[i] = Some(Err(Error::invalid(format!("forward pass failed: {msg}"))));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::invalid("forward job was not run")))).collect()
+    }
+
+    /// Validate one job, reserve its cache slots and build its embeddings and RoPE tables.
+    fn prepare(&self, cache: &mut KvCache, tokens: &[Vec<u32>]) -> Result<Prepared> {
         let b = tokens.len();
         let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let t = lens.iter().copied().max().unwrap_or(0);
+        if b == 0 || t == 0 {
+            return Err(Error::invalid("a forward pass needs at least one row with a new token"));
+        }
+        if b != cache.rows() {
+            return Err(Error::invalid(format!("{b} rows of tokens for a cache of {} rows", cache.rows())));
+        }
         if let Some(&bad) = tokens.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
             return Err(Error::invalid(format!("token id {bad} outside the vocabulary ({})", self.cfg.vocab_size)));
         }
@@ -248,14 +332,31 @@ impl Model {
         } else {
             (cos_g.clone(), sin_g.clone())
         };
-        let global = AttnInputs { step: &step, mask: &step.mask_global, cos: &cos_g, sin: &sin_g };
-        let local_mask = step.mask_local.as_ref().unwrap_or(&step.mask_global);
-        let local = AttnInputs { step: &step, mask: local_mask, cos: &cos_l, sin: &sin_l };
+        Ok(Prepared { step, lens, b, t, x, cos_g, sin_g, cos_l, sin_l })
+    }
+
+    /// One pass over the prepared jobs of `batch` (all of width `t`).
+    fn run_batch(&self, jobs: &mut [ForwardJob<'_>], batch: Vec<(usize, Prepared)>) -> Result<Vec<ForwardOutput>> {
+        let wants: Vec<LogitsFor> = batch.iter().map(|(i, _)| jobs[*i].want).collect();
+        let xs: Vec<Tensor> = batch.iter().map(|(_, p)| p.x.clone()).collect();
+        let mut x = if xs.len() == 1 { xs[0].clone() } else { Tensor::cat(&xs, 0)? };
+        // the jobs' caches, borrowed mutably all at once (distinct jobs, distinct caches)
+        let mut caches: Vec<Option<&mut KvCache>> = jobs.iter_mut().map(|j| Some(&mut *j.cache)).collect();
+        let mut groups: Vec<AttnGroup<'_, '_>> = Vec::with_capacity(batch.len());
+        for (i, p) in &batch {
+            let cache = caches[*i].take().ok_or_else(|| Error::invalid("a cache appears twice in one batch"))?;
+            let local_mask = p.step.mask_local.as_ref().unwrap_or(&p.step.mask_global);
+            groups.push(AttnGroup {
+                cache,
+                global: AttnInputs { step: &p.step, mask: &p.step.mask_global, cos: &p.cos_g, sin: &p.sin_g },
+                local: AttnInputs { step: &p.step, mask: local_mask, cos: &p.cos_l, sin: &p.sin_l },
+                rows: p.b,
+            });
+        }
 
         for (i, layer) in self.layers.iter().enumerate() {
-            let inp = if layer.local { &local } else { &global };
             let h = layer.attn_norm.forward(&x)?;
-            let mut h = layer.attn.forward(&self.cfg, i, &h, cache, inp)?;
+            let mut h = layer.attn.forward(&self.cfg, i, layer.local, &h, &mut groups)?;
             if let Some(n) = &layer.post_attn_norm {
                 h = n.forward(&h)?;
             }
@@ -272,20 +373,61 @@ impl Model {
             }
             x = (x + h)?;
         }
+        drop(groups);
 
+        // last positions of every row of every job, normed; one output matmul for all jobs
+        // that want last-token logits
+        let t = batch[0].1.t;
         let hidden_dim = self.cfg.hidden_size;
-        let flat = x.reshape((b * t, hidden_dim))?;
-        let last_idx: Vec<u32> = lens.iter().enumerate().map(|(r, &n)| (r * t + n.max(1) - 1) as u32).collect();
+        let total: usize = batch.iter().map(|(_, p)| p.b).sum();
+        let flat = x.reshape((total * t, hidden_dim))?;
+        let mut last_idx = Vec::with_capacity(total);
+        let mut off = 0;
+        for (_, p) in &batch {
+            last_idx.extend(p.lens.iter().enumerate().map(|(r, &n)| ((off + r) * t + n.max(1) - 1) as u32));
+            off += p.b;
+        }
         let last_idx = Tensor::new(last_idx.as_slice(), &self.device)?;
         let hidden = self.norm.forward(&flat.index_select(&last_idx, 0)?)?;
-        let logits = match want {
-            LogitsFor::None => None,
-            LogitsFor::Last => Some(self.output.forward(&hidden)?),
-            LogitsFor::All => {
-                let all = self.norm.forward(&flat)?;
-                Some(self.output.forward(&all)?.reshape((b, t, self.cfg.vocab_size))?)
+        let want_last: Vec<usize> = (0..batch.len()).filter(|&g| wants[g] == LogitsFor::Last).collect();
+        let last_logits = if want_last.is_empty() {
+            None
+        } else if want_last.len() == batch.len() {
+            Some(self.output.forward(&hidden)?)
+        } else {
+            let mut rows = Vec::new();
+            let mut off = 0;
+            for (g, (_, p)) in batch.iter().enumerate() {
+                if wants[g] == LogitsFor::Last {
+                    rows.extend((off..off + p.b).map(|r| r as u32));
+                }
+                off += p.b;
             }
+            let rows = Tensor::new(rows.as_slice(), &self.device)?;
+            Some(self.output.forward(&hidden.index_select(&rows, 0)?)?)
         };
-        Ok(ForwardOutput { logits, hidden })
+
+        let mut outs = Vec::with_capacity(batch.len());
+        let (mut off, mut logit_off) = (0, 0);
+        for (g, (_, p)) in batch.iter().enumerate() {
+            let hidden_g = if batch.len() == 1 { hidden.clone() } else { hidden.narrow(0, off, p.b)? };
+            let logits = match wants[g] {
+                LogitsFor::None => None,
+                LogitsFor::Last => {
+                    let all = last_logits.as_ref().ok_or_else(|| Error::invalid("missing logits"))?;
+                    let l = if want_last.len() == 1 && batch.len() == 1 { all.clone() } else { all.narrow(0, logit_off, p.b)? };
+                    logit_off += p.b;
+                    Some(l)
+                }
+                LogitsFor::All => {
+                    let rows = flat.narrow(0, off * t, p.b * t)?;
+                    let all = self.norm.forward(&rows)?;
+                    Some(self.output.forward(&all)?.reshape((p.b, t, self.cfg.vocab_size))?)
+                }
+            };
+            outs.push(ForwardOutput { logits, hidden: hidden_g });
+            off += p.b;
+        }
+        Ok(outs)
     }
 }
