@@ -13,6 +13,7 @@
 //! - [`heads`]: each reward head's cost for a batch of candidates vs one decode step of as
 //!   many rows (`deal heads bench`).
 
+pub mod concurrent;
 pub mod decode;
 pub mod heads;
 pub mod llamacpp;

@@ -26,6 +26,18 @@ pub const CONCEPTS: &[&[&str]] = &[
     &["girl", "kite", "wind"],
     &["teacher", "board", "chalk"],
     &["cat", "window", "bird"],
+    &["man", "car", "road"],
+    &["woman", "garden", "flower"],
+    &["boy", "bike", "hill"],
+    &["baby", "milk", "bottle"],
+    &["fish", "water", "net"],
+    &["snow", "tree", "house"],
+    &["rain", "umbrella", "street"],
+    &["doctor", "patient", "hospital"],
+    &["coffee", "cup", "table"],
+    &["student", "exam", "library"],
+    &["phone", "friend", "call", "evening"],
+    &["beach", "wave", "sand", "shell"],
 ];
 
 /// Benchmark settings.
@@ -41,13 +53,14 @@ pub struct SearchBench {
     pub beams: usize,
     pub lookahead: usize,
     pub lambda: f64,
-    /// Margin of the `deal-lead` variant (`Commit::Lead`).
-    pub lead_margin: f64,
+    /// Margins of the `deal-lead` variants (`Commit::Lead`), one variant each: the
+    /// speed/quality trade-off of committing a whole lookahead.
+    pub lead_margins: Vec<f64>,
 }
 
 impl Default for SearchBench {
     fn default() -> Self {
-        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margin: 2.0 }
+        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margins: vec![2.0] }
     }
 }
 
@@ -63,6 +76,8 @@ pub struct SearchPoint {
     pub forward_passes: usize,
     /// Mean keyword soft coverage of its outputs.
     pub soft_coverage: f64,
+    /// Share of outputs with every keyword (hard coverage).
+    pub hard_coverage: f64,
 }
 
 /// `deal` against the naive reference on the same prompts.
@@ -108,18 +123,23 @@ impl SearchBench {
     }
 
     /// The controllers measured: (label, registry name, config).
-    pub fn controllers(&self) -> Vec<(&'static str, &'static str, SearchConfig)> {
+    pub fn controllers(&self) -> Vec<(String, &'static str, SearchConfig)> {
         let base = self.base();
-        vec![
-            ("greedy", "greedy", base.clone()),
-            ("sample", "sample", base.clone()),
-            ("deal", "deal", self.deal()),
-            ("deal-lead", "deal", SearchConfig { commit: Commit::Lead { margin: self.lead_margin }, ..self.deal() }),
-            ("args", "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),
-            ("blockwise", "blockwise", SearchConfig { blocks: 4, block_len: 4, ..base.clone() }),
-            ("best_of_n", "best_of_n", SearchConfig { n: 8, ..base.clone() }),
-            ("early_prune", "early_prune", SearchConfig { n: 8, prune_every: 4, ..base }),
-        ]
+        let mut v = vec![
+            ("greedy".to_string(), "greedy", base.clone()),
+            ("sample".to_string(), "sample", base.clone()),
+            ("deal".to_string(), "deal", self.deal()),
+        ];
+        for &m in &self.lead_margins {
+            v.push((format!("deal-lead{m}"), "deal", SearchConfig { commit: Commit::Lead { margin: m }, ..self.deal() }));
+        }
+        v.extend([
+            ("args".to_string(), "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),
+            ("blockwise".to_string(), "blockwise", SearchConfig { blocks: 4, block_len: 4, ..base.clone() }),
+            ("best_of_n".to_string(), "best_of_n", SearchConfig { n: 8, ..base.clone() }),
+            ("early_prune".to_string(), "early_prune", SearchConfig { n: 8, prune_every: 4, ..base }),
+        ]);
+        v
     }
 }
 
@@ -129,7 +149,7 @@ pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
     let mut points: Vec<SearchPoint> = Vec::new();
     let mut deal_first: Vec<(f64, usize, Vec<u32>)> = Vec::new();
     for (label, name, cfg) in b.controllers() {
-        let (mut secs, mut tokens, mut passes, mut soft) = (0.0, 0, 0, 0.0);
+        let (mut secs, mut tokens, mut passes, mut soft, mut hard) = (0.0, 0, 0, 0.0, 0.0);
         for (i, words) in sets.iter().enumerate() {
             let reward = keyword_reward(words)?;
             let p = prompt(words);
@@ -138,7 +158,9 @@ pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
             secs += decode;
             tokens += out.tokens.len();
             passes += out.stats.forward_passes;
-            soft += out.breakdown.as_ref().and_then(|bd| bd.heads.first()).map(|h| h.normalized as f64).unwrap_or(0.0);
+            let head = out.breakdown.as_ref().and_then(|bd| bd.heads.first());
+            soft += head.map(|h| h.normalized as f64).unwrap_or(0.0);
+            hard += head.and_then(|h| h.details.get("hard")).map(|&x| x as f64).unwrap_or(0.0);
             if label == "deal" && i < b.naive_prompts {
                 deal_first.push((decode, out.tokens.len(), out.tokens.clone()));
             }
@@ -146,12 +168,13 @@ pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
         let spt = secs / tokens.max(1) as f64;
         let greedy = points.first().map(|g| g.secs_per_token).unwrap_or(spt);
         points.push(SearchPoint {
-            controller: label.to_string(),
+            controller: label.clone(),
             secs_per_token: spt,
             vs_greedy: spt / greedy,
             tokens_committed: tokens,
             forward_passes: passes,
             soft_coverage: soft / sets.len() as f64,
+            hard_coverage: hard / sets.len() as f64,
         });
     }
     let (mut naive_secs, mut naive_tokens, mut same) = (0.0, 0, 0);

@@ -77,7 +77,15 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<Value> {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let text = st.metrics.render(st.worker.queued(), st.worker.active(), st.config.queue);
+    let mut text = st.metrics.render(st.worker.queued(), st.worker.active(), st.config.queue);
+    let b = st.engine.model().batcher_stats();
+    text.push_str(&format!(
+        "# HELP deal_engine_passes_total Forward passes of the model (concurrent searches share them).\n\
+         # TYPE deal_engine_passes_total counter\ndeal_engine_passes_total {}\n\
+         # HELP deal_engine_calls_total Forward calls served by those passes.\n\
+         # TYPE deal_engine_calls_total counter\ndeal_engine_calls_total {}\n",
+        b.passes, b.jobs
+    ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

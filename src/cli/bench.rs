@@ -11,6 +11,20 @@ pub enum BenchCommand {
     Decode(DecodeArgs),
     /// Wall time per committed token of every search controller vs greedy, and of deal vs a naive implementation.
     Search(super::bench_search::Args),
+    /// Concurrent searches (as concurrent server requests) vs the same searches one after another.
+    Concurrent(ConcurrentArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConcurrentArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Searches run at once.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Tokens per search.
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +52,24 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode_bench(a),
         BenchCommand::Search(a) => super::bench_search::run(a),
+        BenchCommand::Concurrent(a) => concurrent_bench(a),
     }
+}
+
+fn concurrent_bench(a: ConcurrentArgs) -> anyhow::Result<()> {
+    if a.clients == 0 || a.max_tokens == 0 {
+        anyhow::bail!("--clients and --max-tokens must be > 0");
+    }
+    let engine = a.model.load()?;
+    let cfg = deal_bench::concurrent::ConcurrentBench { clients: a.clients, max_tokens: a.max_tokens };
+    eprintln!("deal bench concurrent: {} clients, {} tokens each", cfg.clients, cfg.max_tokens);
+    for p in deal_bench::concurrent::run(&engine, &cfg)? {
+        println!(
+            "{:<18} one after another {:>7.1} tok/s | at once {:>7.1} tok/s | {:.2}x ({:.2} calls per pass)",
+            p.controller, p.sequential_tok_s, p.concurrent_tok_s, p.speedup, p.calls_per_pass
+        );
+    }
+    Ok(())
 }
 
 fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {

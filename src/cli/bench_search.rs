@@ -31,9 +31,9 @@ pub struct Args {
     /// DeAL λ (weight of the keyword reward).
     #[arg(long, default_value_t = 5.0)]
     pub lambda: f64,
-    /// Score lead at which `deal-lead` commits a whole lookahead.
-    #[arg(long, default_value_t = 2.0)]
-    pub lead_margin: f64,
+    /// Score leads at which `deal-lead<m>` variants commit a whole lookahead (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = "2")]
+    pub lead_margins: Vec<f64>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -52,7 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         beams: a.beams,
         lookahead: a.lookahead,
         lambda: a.lambda,
-        lead_margin: a.lead_margin,
+        lead_margins: a.lead_margins.clone(),
     };
     eprintln!(
         "deal bench search: {}, {} prompts, max {} tokens, deal k={} b={} l={} λ={}",
@@ -65,16 +65,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.lambda
     );
     let report = search::run(&engine, &cfg)?;
-    println!("{:>12} {:>12} {:>10} {:>8} {:>8} {:>9}", "controller", "ms/token", "vs greedy", "tokens", "passes", "coverage");
+    println!("{:>14} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6}", "controller", "ms/token", "vs greedy", "tokens", "passes", "soft", "hard");
     for p in &report.points {
         println!(
-            "{:>12} {:>12.1} {:>9.2}x {:>8} {:>8} {:>9.3}",
+            "{:>14} {:>10.1} {:>9.2}x {:>8} {:>8} {:>6.3} {:>6.3}",
             p.controller,
             p.secs_per_token * 1e3,
             p.vs_greedy,
             p.tokens_committed,
             p.forward_passes,
-            p.soft_coverage
+            p.soft_coverage,
+            p.hard_coverage
         );
     }
     let n = &report.naive;
