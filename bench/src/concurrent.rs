@@ -8,7 +8,7 @@ use std::time::Instant;
 use deal_controllers::{search, Request, SearchConfig};
 use deal_runtime::Engine;
 
-use crate::search::{keyword_reward, prompt, CONCEPTS};
+use crate::search::{concepts, keyword_reward, prompt};
 
 /// Benchmark settings.
 #[derive(Debug, Clone)]
@@ -35,7 +35,8 @@ pub struct ConcurrentPoint {
 }
 
 fn run_one(engine: &Engine, name: &str, cfg: &SearchConfig, i: usize) -> anyhow::Result<usize> {
-    let words = CONCEPTS[i % CONCEPTS.len()];
+    let sets = concepts();
+    let words = &sets[i % sets.len()];
     let reward = keyword_reward(words)?;
     let p = prompt(words);
     let out = search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;

@@ -16,34 +16,18 @@ use deal_runtime::reward::{RewardSpec, WeightedReward};
 use deal_runtime::sampling::{argmax, log_softmax, top_k};
 use deal_runtime::Engine;
 
-/// Concept sets of the benchmark prompts (keyword-constrained sentences).
-pub const CONCEPTS: &[&[&str]] = &[
-    &["dog", "ball", "park"],
-    &["river", "boat", "sun"],
-    &["chef", "knife", "onion"],
-    &["child", "book", "bed"],
-    &["farmer", "field", "tractor"],
-    &["girl", "kite", "wind"],
-    &["teacher", "board", "chalk"],
-    &["cat", "window", "bird"],
-    &["man", "car", "road"],
-    &["woman", "garden", "flower"],
-    &["boy", "bike", "hill"],
-    &["baby", "milk", "bottle"],
-    &["fish", "water", "net"],
-    &["snow", "tree", "house"],
-    &["rain", "umbrella", "street"],
-    &["doctor", "patient", "hospital"],
-    &["coffee", "cup", "table"],
-    &["student", "exam", "library"],
-    &["phone", "friend", "call", "evening"],
-    &["beach", "wave", "sand", "shell"],
-];
+/// Keyword concept sets, one per line (shared with `controllers/tests/alignment.rs`).
+pub const CONCEPTS_TEXT: &str = include_str!("../data/keyword_concepts.txt");
+
+/// The concept sets of the benchmark prompts.
+pub fn concepts() -> Vec<Vec<&'static str>> {
+    CONCEPTS_TEXT.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|w| !w.is_empty()).collect()
+}
 
 /// Benchmark settings.
 #[derive(Debug, Clone)]
 pub struct SearchBench {
-    /// How many concept sets (prompts) to run, from [`CONCEPTS`].
+    /// How many concept sets (prompts) to run, from [`concepts`].
     pub prompts: usize,
     /// How many of them the naive reference runs (it is slow).
     pub naive_prompts: usize,
@@ -145,7 +129,8 @@ impl SearchBench {
 
 /// Run the benchmark.
 pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
-    let sets: Vec<&[&str]> = CONCEPTS.iter().copied().cycle().take(b.prompts.max(1)).collect();
+    let all = concepts();
+    let sets: Vec<&[&str]> = all.iter().map(Vec::as_slice).cycle().take(b.prompts.max(1)).collect();
     let mut points: Vec<SearchPoint> = Vec::new();
     let mut deal_first: Vec<(f64, usize, Vec<u32>)> = Vec::new();
     for (label, name, cfg) in b.controllers() {

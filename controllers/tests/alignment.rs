@@ -14,28 +14,14 @@ use std::time::Instant;
 use common::{detail, engine, keywords, run};
 use deal_controllers::{Commit, SearchConfig};
 
-const SETS: &[&[&str]] = &[
-    &["dog", "ball", "park"],
-    &["river", "boat", "sun"],
-    &["chef", "knife", "onion"],
-    &["child", "book", "bed"],
-    &["farmer", "field", "tractor"],
-    &["girl", "kite", "wind"],
-    &["teacher", "board", "chalk"],
-    &["cat", "window", "bird"],
-    &["man", "car", "road"],
-    &["woman", "garden", "flower"],
-    &["boy", "bike", "hill"],
-    &["baby", "milk", "bottle"],
-    &["fish", "water", "net"],
-    &["snow", "tree", "house"],
-    &["rain", "umbrella", "street"],
-    &["doctor", "patient", "hospital"],
-    &["coffee", "cup", "table"],
-    &["student", "exam", "library"],
-    &["phone", "friend", "call", "evening"],
-    &["beach", "wave", "sand", "shell"],
-];
+/// The concept sets (shared with `deal bench search`).
+fn sets() -> Vec<Vec<&'static str>> {
+    include_str!("../../bench/data/keyword_concepts.txt")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
 
 fn prompt(words: &[&str]) -> String {
     format!(
@@ -78,7 +64,9 @@ fn keyword_search_beats_greedy() {
     let e = engine();
     let ctrls = controllers();
     let mut tallies = vec![Tally::default(); ctrls.len()];
-    for words in SETS {
+    let sets = sets();
+    assert_eq!(sets.len(), 20);
+    for words in &sets {
         let r = keywords(words);
         let p = prompt(words);
         for ((label, name, cfg), t) in ctrls.iter().zip(tallies.iter_mut()) {
@@ -93,7 +81,7 @@ fn keyword_search_beats_greedy() {
             }
         }
     }
-    let n = SETS.len() as f64;
+    let n = sets.len() as f64;
     println!("{:>11} {:>6} {:>6} {:>8} {:>7}", "controller", "soft", "hard", "reward", "secs");
     for ((name, _, _), t) in ctrls.iter().zip(&tallies) {
         println!("{name:>11} {:>6.3} {:>6.3} {:>8.3} {:>7.1}", t.soft / n, t.hard / n, t.reward / n, t.secs);
