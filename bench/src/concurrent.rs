@@ -43,9 +43,41 @@ fn run_one(engine: &Engine, name: &str, cfg: &SearchConfig, i: usize) -> anyhow:
     Ok(out.tokens.len())
 }
 
+/// Seconds per decode step of `clients` single-row caches (different prompts): one merged
+/// pass ([`deal_runtime::model::Model::forward_many`]) against one pass per cache.
+pub fn pass_cost(engine: &Engine, clients: usize, steps: usize) -> anyhow::Result<(f64, f64)> {
+    use deal_runtime::model::{ForwardJob, LogitsFor};
+    let sets = concepts();
+    let mut caches = Vec::new();
+    for i in 0..clients {
+        let (cache, _) = engine.prefill(&engine.encode_prompt(&prompt(&sets[i % sets.len()]))?)?;
+        caches.push(cache);
+    }
+    let tokens = vec![vec![1000u32]];
+    let m = engine.model();
+    let t = Instant::now();
+    for _ in 0..steps {
+        let mut jobs: Vec<ForwardJob<'_>> =
+            caches.iter_mut().map(|c| ForwardJob { cache: c, tokens: &tokens, want: LogitsFor::Last }).collect();
+        for r in m.forward_many(&mut jobs) {
+            r?;
+        }
+    }
+    let merged = t.elapsed().as_secs_f64() / steps as f64;
+    let t = Instant::now();
+    for _ in 0..steps {
+        for c in caches.iter_mut() {
+            m.forward(c, &tokens, LogitsFor::Last)?;
+        }
+    }
+    let separate = t.elapsed().as_secs_f64() / steps as f64;
+    Ok((merged, separate))
+}
+
 /// Run the benchmark for `greedy` and `deal` (k=4, b=2, l=4).
 pub fn run(engine: &Engine, b: &ConcurrentBench) -> anyhow::Result<Vec<ConcurrentPoint>> {
-    let base = SearchConfig { max_tokens: b.max_tokens, stop: vec!["\n".into()], ..Default::default() };
+    // no stop string: every search decodes its full `max_tokens` (prefill is a small share)
+    let base = SearchConfig { max_tokens: b.max_tokens, ..Default::default() };
     let variants = [
         ("greedy", "greedy", base.clone()),
         ("deal k=4 b=2 l=4", "deal", SearchConfig { lambda: 5.0, ..base.clone() }),

@@ -63,6 +63,14 @@ fn concurrent_bench(a: ConcurrentArgs) -> anyhow::Result<()> {
     let engine = a.model.load()?;
     let cfg = deal_bench::concurrent::ConcurrentBench { clients: a.clients, max_tokens: a.max_tokens };
     eprintln!("deal bench concurrent: {} clients, {} tokens each", cfg.clients, cfg.max_tokens);
+    let (merged, separate) = deal_bench::concurrent::pass_cost(&engine, cfg.clients, 16)?;
+    println!(
+        "one decode step of {} single-row caches: merged pass {:.1} ms, one pass each {:.1} ms: {:.2}x",
+        cfg.clients,
+        merged * 1e3,
+        separate * 1e3,
+        separate / merged
+    );
     for p in deal_bench::concurrent::run(&engine, &cfg)? {
         println!(
             "{:<18} one after another {:>7.1} tok/s | at once {:>7.1} tok/s | {:.2}x ({:.2} calls per pass)",

@@ -3,14 +3,16 @@
 //! Each search (a server request, a reward head's own scoring pass) runs on its own thread
 //! and calls [`Model::forward`] on its own cache. Calls that arrive while a pass is running
 //! queue up; when the pass ends, one of the waiting threads becomes the leader and runs
-//! every queued call as **one** batch ([`Model::forward_many`]): the weight matrices are
-//! read once for the rows of every search, which on a memory-bound CPU makes several
+//! every queued call as **one** batch ([`Model::forward_many`]; it first waits up to 2 ms for
+//! the callers of the previous pass, which are reading their logits, so that steps do not
+//! split into convoys): the weight matrices are read once for the rows of every search, which on a memory-bound CPU makes several
 //! concurrent searches cost little more than one. Calls are served in arrival order (a pass
 //! takes everything that queued before it), so no search starves; a lone caller runs at once.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::{ForwardJob, ForwardOutput, LogitsFor, Model};
 use crate::kv_cache::KvCache;
@@ -24,6 +26,7 @@ struct Slot {
     cache: *mut KvCache,
     tokens: *const [Vec<u32>],
     want: LogitsFor,
+    rows: usize,
 }
 
 // SAFETY: see `Slot`: the pointees are only touched by the leader while their owner waits.
@@ -37,7 +40,19 @@ struct State {
     next_id: u64,
     passes: u64,
     jobs: u64,
+    /// Calls in the previous pass: the callers likely to come back for their next step.
+    last_batch: usize,
+    /// Rows in the previous pass.
+    last_rows: usize,
 }
+
+/// From this many rows a pass is compute-bound on CPU: merging more saves little, so a leader
+/// does not wait for more callers.
+const GATHER_ROWS: usize = 8;
+
+/// How long a leader waits for the callers of the previous pass to come back (they are
+/// reading their logits between steps) before it runs with fewer.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// Merges concurrent forward calls on one model; see the module documentation.
 #[derive(Default)]
@@ -65,7 +80,9 @@ impl Batcher {
         let mut st = self.lock();
         let id = st.next_id;
         st.next_id += 1;
-        st.queue.push(Slot { id, cache: cache as *mut KvCache, tokens: tokens as *const [Vec<u32>], want });
+        st.queue.push(Slot { id, cache: cache as *mut KvCache, tokens: tokens as *const [Vec<u32>], want, rows: tokens.len() });
+        // a leader gathering callers is waiting for this one
+        self.finished.notify_all();
         loop {
             if let Some(r) = st.results.remove(&id) {
                 return r;
@@ -74,9 +91,20 @@ impl Batcher {
                 st = self.finished.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            // lead: run everything queued so far as one batch
+            // lead: wait briefly for the previous pass's callers, then run everything queued
+            // as one batch
             st.running = true;
+            let deadline = Instant::now() + GATHER;
+            while st.queue.len() < st.last_batch && st.last_rows < GATHER_ROWS {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                st = self.finished.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
             let batch = std::mem::take(&mut st.queue);
+            st.last_batch = batch.len();
+            st.last_rows = batch.iter().map(|s| s.rows).sum();
             drop(st);
             let outs = catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: every slot's owner is blocked in this function until its result is
