@@ -29,7 +29,9 @@ use crate::registry;
 pub struct Alignment {
     /// Registry name of the controller.
     pub controller: String,
+    /// Search settings the controller is built from.
     pub config: SearchConfig,
+    /// The reward: head weights, head parameters, floors and how scores combine.
     pub reward: RewardSpec,
 }
 
@@ -38,7 +40,9 @@ pub struct Alignment {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct AlignmentError {
+    /// Dotted path of the offending field from the request, e.g. `alignment.params.k`.
     pub param: String,
+    /// What is wrong with it, written for the user.
     pub message: String,
 }
 

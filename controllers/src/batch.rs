@@ -40,12 +40,14 @@ pub struct Row {
     pub logits: Option<Vec<f32>>,
     /// Final hidden state after `tokens[..fed]`.
     pub hidden: Option<Vec<f32>>,
+    /// Why the row ended; `None` while it is still live.
     pub finish: Option<Finish>,
     /// Cumulative log-probability, kept by the controllers that rank by it.
     pub logprob: f64,
 }
 
 impl Row {
+    /// Whether the row has ended (it takes no more tokens).
     pub fn is_done(&self) -> bool {
         self.finish.is_some()
     }
@@ -69,7 +71,9 @@ pub struct Batch<'a> {
     max_tokens: usize,
     stop: Vec<String>,
     cancel: Option<&'a AtomicBool>,
+    /// The rows, in the order the last [`Batch::select`] left them.
     pub rows: Vec<Row>,
+    /// What the search has cost so far.
     pub stats: SearchStats,
 }
 
@@ -100,18 +104,22 @@ impl<'a> Batch<'a> {
         })
     }
 
+    /// The engine the search runs on.
     pub fn engine(&self) -> &'a Engine {
         self.engine
     }
 
+    /// Number of rows.
     pub fn len(&self) -> usize {
         self.rows.len()
     }
 
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
+    /// Whether every row has ended.
     pub fn all_done(&self) -> bool {
         self.rows.iter().all(Row::is_done)
     }

@@ -21,7 +21,11 @@ pub enum Commit {
     /// `margin` (log-probability units plus λ·reward), the search commits to it: its whole
     /// lookahead (the tokens already in the cache) is accepted and the other beams are
     /// dropped, saving up to l steps.
-    Lead { margin: f64 },
+    Lead {
+        /// Lead of the best candidate's score over the runner-up's at which the search
+        /// commits (log-probability units plus λ·reward); finite and >= 0.
+        margin: f64,
+    },
 }
 
 /// Settings of one search. `Default` gives a small, fast search (k=4, b=2, l=4, λ=1).

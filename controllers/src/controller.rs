@@ -17,6 +17,7 @@ use crate::stream::Stream;
 /// What a search runs on.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
+    /// The loaded model the search runs on.
     pub engine: &'a Engine,
     /// The prompt as text: tokenized (with BOS when the model wants one) unless `tokens` are
     /// given, and the prompt the reward heads see.
@@ -31,6 +32,7 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
+    /// A request for `prompt` (tokenized by the engine), without reward or cancel flag.
     pub fn new(engine: &'a Engine, prompt: &'a str) -> Self {
         Self { engine, prompt, tokens: None, reward: None, cancel: None }
     }
@@ -41,11 +43,13 @@ impl<'a> Request<'a> {
         self
     }
 
+    /// Guide the search by `reward` (required by the controllers that search by reward).
     pub fn with_reward(mut self, reward: &'a WeightedReward) -> Self {
         self.reward = Some(reward);
         self
     }
 
+    /// Stop the search once `cancel` is set (checked before every forward pass).
     pub fn with_cancel(mut self, cancel: &'a AtomicBool) -> Self {
         self.cancel = Some(cancel);
         self
@@ -59,23 +63,30 @@ pub struct Outcome {
     pub text: String,
     /// Its token ids (an EOS excluded).
     pub tokens: Vec<u32>,
+    /// Why the response ended.
     pub finish: FinishReason,
     /// Per-head scores of the response (final, not partial), when the request had a reward.
     pub breakdown: Option<Breakdown>,
+    /// What the search cost.
     pub stats: SearchStats,
 }
 
 /// Where a controller's search ended: the row holding the answer.
 #[derive(Debug, Clone, Copy)]
 pub struct Final {
+    /// Index of the answer's row in the session's [`Batch`].
     pub row: usize,
 }
 
 /// The state a controller searches in.
 pub struct Session<'a> {
+    /// The rows being searched and their shared KV cache.
     pub batch: Batch<'a>,
+    /// The committed output, streamed to the caller.
     pub stream: Stream<'a>,
+    /// The prompt text the reward heads see.
     pub prompt: &'a str,
+    /// The request's reward, if it has one.
     pub reward: Option<&'a WeightedReward>,
 }
 
@@ -88,6 +99,7 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Whether the reward reads hidden states (so rows must keep theirs current).
     pub fn needs_hidden(&self) -> bool {
         self.reward.is_some_and(WeightedReward::needs_hidden)
     }

@@ -6,10 +6,20 @@
 pub enum ControlError {
     /// A config field is out of range for the controller that reads it.
     #[error("search config: `{field}` {message}")]
-    BadConfig { field: &'static str, message: String },
+    BadConfig {
+        /// The field at fault, e.g. `k` or `commit.margin` (`(json)` for unparsable JSON).
+        field: &'static str,
+        /// What is wrong with it, e.g. `must be at least 1`.
+        message: String,
+    },
     /// No controller of that name is registered.
     #[error("unknown controller `{name}` (available: {})", .valid.join(", "))]
-    UnknownController { name: String, valid: Vec<String> },
+    UnknownController {
+        /// The name asked for.
+        name: String,
+        /// Names of every registered controller.
+        valid: Vec<String>,
+    },
     /// The controller searches by a heuristic but the request brought no reward.
     #[error("controller `{0}` searches by reward: give it a weight vector with a non-zero weight")]
     NeedsReward(&'static str),

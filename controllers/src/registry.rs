@@ -7,7 +7,9 @@ use crate::error::{ControlError, Result};
 
 /// How a controller is registered: its name, a one-line description, and its constructor.
 pub trait Build: Controller + Sized + 'static {
+    /// Name the controller is registered and requested under (e.g. `deal`).
     const NAME: &'static str;
+    /// One-line description, shown in listings.
     const DESCRIPTION: &'static str;
     /// Whether the controller searches by the reward (and fails without one).
     const NEEDS_REWARD: bool;
@@ -18,8 +20,11 @@ pub trait Build: Controller + Sized + 'static {
 /// A registered controller.
 #[derive(Clone, Copy)]
 pub struct Kind {
+    /// Registry name.
     pub name: &'static str,
+    /// One-line description.
     pub description: &'static str,
+    /// Whether the controller searches by the reward (and fails without one).
     pub needs_reward: bool,
     build: fn(SearchConfig) -> Result<Box<dyn Controller>>,
 }
@@ -31,6 +36,7 @@ impl std::fmt::Debug for Kind {
 }
 
 impl Kind {
+    /// The registration of controller `C`.
     pub fn of<C: Build>() -> Self {
         fn build<C: Build>(cfg: SearchConfig) -> Result<Box<dyn Controller>> {
             Ok(Box::new(C::build(cfg)?))

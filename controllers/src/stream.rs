@@ -18,6 +18,8 @@ pub struct Stream<'a> {
 }
 
 impl<'a> Stream<'a> {
+    /// Decode tokens with `tokenizer`, hold text back at the `stop` strings, and hand final text to
+    /// `on_text` (which returns `false` to cancel).
     pub fn new(tokenizer: &'a GgufTokenizer, stop: &[String], on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
         Self {
             tokenizer,

@@ -41,8 +41,11 @@ pub const FALLBACK_STOP: &str = "\nUser:";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Instructions for the assistant (OpenAI's `system`, or `developer`).
     System,
+    /// The person talking to the model.
     User,
+    /// The model's own turns.
     Assistant,
 }
 
@@ -61,11 +64,14 @@ impl Role {
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
+    /// Who wrote it.
     pub role: Role,
+    /// Its text, tokenized as plain text (control tokens in it are not recognised).
     pub content: String,
 }
 
 impl Message {
+    /// A message from `role` with text `content`.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self { role, content: content.into() }
     }

@@ -22,7 +22,9 @@ pub const PREFILL_CHUNK: usize = 512;
 /// How to load an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// Device the weights are loaded onto and the forward pass runs on (default CPU).
     pub device: Device,
+    /// How the weights are held in memory.
     pub load: LoadOptions,
 }
 
@@ -37,6 +39,7 @@ impl Default for EngineOptions {
 pub struct GenerateParams {
     /// Most new tokens to produce.
     pub max_tokens: usize,
+    /// How each next token is chosen.
     pub sampling: SamplingParams,
     /// Generation ends when any of these appears; it is not part of the output.
     pub stop: Vec<String>,
@@ -73,12 +76,17 @@ impl FinishReason {
 /// Output of [`Engine::generate`].
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// The generated text (a stop string and what follows excluded).
     pub text: String,
     /// Generated token ids (the stop token excluded).
     pub tokens: Vec<u32>,
+    /// Why generation ended.
     pub finish_reason: FinishReason,
+    /// Number of prompt tokens prefilled.
     pub prompt_tokens: usize,
+    /// Wall time of the prefill, seconds.
     pub prefill_secs: f64,
+    /// Wall time of decoding (after the prefill), seconds.
     pub decode_secs: f64,
 }
 
@@ -129,14 +137,17 @@ impl Engine {
         self.chat.encode(&self.tokenizer, messages)
     }
 
+    /// The loaded model.
     pub fn model(&self) -> &Model {
         &self.model
     }
 
+    /// The model's tokenizer.
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
     }
 
+    /// The GGUF file the engine was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
     }

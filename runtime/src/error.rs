@@ -8,7 +8,12 @@ use std::path::PathBuf;
 pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// The GGUF file is malformed or lacks a key/tensor deal needs.
     #[error("GGUF: {0}")]
     Gguf(String),

@@ -35,8 +35,11 @@ const CAP_STEP: usize = 16;
 /// Geometry of the cache: one per model.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheShape {
+    /// Transformer layers (one key and one value tensor each).
     pub n_layers: usize,
+    /// Key/value heads per layer.
     pub n_kv_heads: usize,
+    /// Width of one head.
     pub head_dim: usize,
 }
 

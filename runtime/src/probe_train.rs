@@ -27,15 +27,18 @@ use crate::{Engine, Error, Result};
 /// One training example.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
+    /// The prompt the response continues (empty when absent).
     #[serde(default)]
     pub prompt: String,
     /// The response (`text` is accepted as an alias).
     #[serde(alias = "text")]
     pub response: String,
+    /// Target score (the teacher head's raw score when distilled).
     pub score: f32,
     /// Records of one group (default: one per prompt) are held out together.
     #[serde(default)]
     pub group: Option<String>,
+    /// `true` for a partial response: a prefix that was still growing when it was scored.
     #[serde(default)]
     pub partial: bool,
     /// The policy's hidden state after the response (computed when absent).
@@ -178,8 +181,11 @@ pub struct DistillOptions {
     pub every: usize,
     /// Texts sampled per prompt (rows decoded in lockstep).
     pub per_prompt: usize,
+    /// Sampling temperature.
     pub temperature: f32,
+    /// Top-p (nucleus) sampling threshold.
     pub top_p: f32,
+    /// Base seed of the samplers (each text derives its own).
     pub seed: u64,
 }
 
@@ -298,6 +304,7 @@ pub struct FitOptions {
     pub folds: usize,
     /// Candidate ridge strengths (per sample, on standardised features).
     pub lambdas: Vec<f64>,
+    /// Seed of the random split of groups into train and held-out sets.
     pub seed: u64,
 }
 
@@ -310,21 +317,33 @@ impl Default for FitOptions {
 /// How well a fitted probe agrees with its targets.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
+    /// Number of training records.
     pub n_train: usize,
+    /// Number of held-out records.
     pub n_test: usize,
+    /// Number of training groups (prompts).
     pub groups_train: usize,
+    /// Number of held-out groups (prompts).
     pub groups_test: usize,
+    /// Ridge strength λ chosen by cross-validation.
     pub lambda: f64,
+    /// Grouped k-fold cross-validated R² at that λ.
     pub cv_r2: f64,
+    /// R² on the training set.
     pub r2_train: f64,
+    /// R² on the held-out set.
     pub r2_test: f64,
+    /// Held-out Pearson correlation with the targets.
     pub pearson_test: f64,
+    /// Held-out Spearman correlation with the targets.
     pub spearman_test: f64,
+    /// Held-out root-mean-square error, in the targets' units.
     pub rmse_test: f64,
     /// Held-out Spearman on finished (non-partial) records only.
     pub spearman_test_final: f64,
     /// Target mean and std on the training set.
     pub target_mean: f64,
+    /// Standard deviation of the training targets.
     pub target_std: f64,
 }
 

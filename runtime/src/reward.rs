@@ -32,28 +32,91 @@ pub const DEFAULT_TEMPERATURE: f64 = 0.1;
 /// Problems with a reward specification or a head.
 #[derive(Debug, thiserror::Error)]
 pub enum RewardError {
+    /// A head name that no registered head has.
     #[error("unknown reward head `{name}` (available: {})", .valid.join(", "))]
-    UnknownHead { name: String, valid: Vec<String> },
+    UnknownHead {
+        /// The head name that was asked for.
+        name: String,
+        /// Names of the registered heads.
+        valid: Vec<String>,
+    },
+    /// A param key the head does not declare.
     #[error("head `{head}` has no parameter `{param}` (valid: {})", if .valid.is_empty() { "none".to_string() } else { .valid.join(", ") })]
-    UnknownParam { head: String, param: String, valid: Vec<String> },
+    UnknownParam {
+        /// The head the param was given to.
+        head: String,
+        /// The param name the head does not declare.
+        param: String,
+        /// The params the head declares.
+        valid: Vec<String>,
+    },
+    /// A head's params are invalid, or the head cannot run as configured (no policy loaded,
+    /// reward server unreachable, ...).
     #[error("head `{head}`: {message}")]
-    BadParam { head: String, message: String },
+    BadParam {
+        /// The head concerned.
+        head: String,
+        /// What is wrong, in words.
+        message: String,
+    },
+    /// A weight that is not a finite number.
     #[error("weight of `{head}` is {value}; weights must be finite numbers (negative = less of it)")]
-    BadWeight { head: String, value: f64 },
+    BadWeight {
+        /// The head the weight belongs to.
+        head: String,
+        /// The weight given (NaN or infinite).
+        value: f64,
+    },
+    /// A floor (`min`) or `logsigmoid` reference point (`ref`) outside [0, 1].
     #[error("`{field}.{head}` is {value}; {field} values are normalised scores in [0, 1]")]
-    BadLevel { field: &'static str, head: String, value: f64 },
+    BadLevel {
+        /// Which map it came from: `"min"` or `"ref"`.
+        field: &'static str,
+        /// The head it was given for.
+        head: String,
+        /// The value given.
+        value: f64,
+    },
+    /// A `logsigmoid` temperature (the value given) that is not a finite number > 0.
     #[error("`temperature` is {0}; it must be a finite number > 0")]
     BadTemperature(f64),
+    /// A search needs a heuristic, but every head's weight is zero.
     #[error("the search needs a heuristic but no head has a non-zero weight (heads: {})", .valid.join(", "))]
-    NoHeuristic { valid: Vec<String> },
+    NoHeuristic {
+        /// Names of the registered heads.
+        valid: Vec<String>,
+    },
+    /// A spec that does not parse (bad JSON, unknown field, malformed `name=weight` pair).
     #[error("reward spec: {0}")]
     Spec(String),
+    /// A head failed while scoring or loading its models.
     #[error("head `{head}`: {source}")]
-    Head { head: String, source: Box<Error> },
+    Head {
+        /// The head that failed.
+        head: String,
+        /// The underlying error.
+        source: Box<Error>,
+    },
+    /// A head returned a different number of scores than it was given candidates.
     #[error("head `{head}` returned {got} scores for {want} candidates")]
-    WrongCount { head: String, got: usize, want: usize },
+    WrongCount {
+        /// The head at fault.
+        head: String,
+        /// Number of scores returned.
+        got: usize,
+        /// Number of candidates given.
+        want: usize,
+    },
+    /// A head returned a NaN or infinite raw score.
     #[error("head `{head}` returned a non-finite score ({value}) for candidate {index}")]
-    NotFinite { head: String, value: f32, index: usize },
+    NotFinite {
+        /// The head at fault.
+        head: String,
+        /// The score returned (NaN or infinite).
+        value: f32,
+        /// Index of the candidate in the batch.
+        index: usize,
+    },
 }
 
 /// How weighted head scores are combined.
@@ -83,6 +146,7 @@ pub struct RewardSpec {
     /// Params per head (a head listed here or in `min` without a weight is scored with
     /// weight 0: reported, and its floor enforced).
     pub heads: BTreeMap<String, serde_json::Value>,
+    /// How weighted head scores are combined (default `linear`).
     pub combine: Combine,
     /// Floors on normalised scores in [0, 1].
     pub min: BTreeMap<String, f64>,
@@ -211,13 +275,17 @@ impl RewardSpec {
 /// One head of a [`WeightedReward`].
 #[derive(Clone)]
 pub struct Term {
+    /// The head's registered name.
     pub name: &'static str,
+    /// The built head.
     pub head: Arc<dyn DynHead>,
+    /// Weight of the head; negative means "less of this", 0 = reported (and floored) only.
     pub weight: f64,
     /// Floor on the normalised score.
     pub floor: Option<f64>,
     /// `logsigmoid` reference point (normalised).
     pub reference: f64,
+    /// How the head's raw scores map to [0, 1].
     pub scale: Scale,
 }
 
@@ -244,14 +312,17 @@ pub struct WeightedReward {
 /// One head's part of a [`Breakdown`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeadBreakdown {
+    /// The head's name.
     pub head: String,
     /// The head's own units.
     pub raw: f32,
     /// On the common scale [0, 1], higher = more of what the head rewards.
     pub normalized: f32,
+    /// The head's weight in the request.
     pub weight: f64,
     /// This head's term in the total.
     pub contribution: f64,
+    /// The floor on the normalised score, if the request set one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     /// Extra numbers the head reports (e.g. keyword `hard` coverage).
@@ -271,14 +342,17 @@ pub struct Breakdown {
     /// Ranking value: `total` when feasible; otherwise below every feasible candidate's
     /// total, ordered by shortfall first.
     pub value: f64,
+    /// One part per head of the spec, in name order.
     pub heads: Vec<HeadBreakdown>,
 }
 
 impl WeightedReward {
+    /// The heads with their weights, floors and scales, in name order.
     pub fn terms(&self) -> &[Term] {
         &self.terms
     }
 
+    /// How weighted head scores are combined.
     pub fn combine(&self) -> Combine {
         self.combine
     }

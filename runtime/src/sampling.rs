@@ -13,6 +13,7 @@ use crate::{Error, Result};
 /// Sampling settings. `temperature == 0` means greedy (filters then don't matter).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
+    /// Logits are divided by this before the draw (0 = greedy).
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens (0 = off).
     pub top_k: usize,
@@ -24,6 +25,7 @@ pub struct SamplingParams {
     pub repetition_penalty: f32,
     /// How many recent tokens the repetition penalty looks at.
     pub repeat_last_n: usize,
+    /// Seed of the RNG (same seed, same logits → same tokens).
     pub seed: u64,
 }
 
@@ -57,6 +59,7 @@ impl SamplingParams {
         Ok(())
     }
 
+    /// Whether the temperature is 0 (argmax, no draw).
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
@@ -70,12 +73,14 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler seeded with `params.seed`; errors when a field is out of range.
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
         let rng = StdRng::seed_from_u64(params.seed);
         Ok(Self { params, rng })
     }
 
+    /// The settings it samples with.
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }

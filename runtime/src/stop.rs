@@ -57,6 +57,7 @@ impl StopMatcher {
         std::mem::take(&mut self.held)
     }
 
+    /// Whether a stop string has appeared (later pushes emit nothing).
     pub fn stopped(&self) -> bool {
         self.stopped
     }

@@ -43,11 +43,17 @@ use crate::{Error, Result};
 /// GGUF token types (`tokenizer.ggml.token_type`), as llama.cpp numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenType {
+    /// An ordinary vocabulary piece (types 1, and 0 "undefined").
     Normal,
+    /// The unknown-token placeholder (type 2).
     Unknown,
+    /// A control token such as `<bos>` or `<start_of_turn>` (type 3); never matched in text.
     Control,
+    /// A user-defined token (type 4): split out of raw text before BPE, decoded verbatim.
     UserDefined,
+    /// A reserved, unused slot (type 5).
     Unused,
+    /// A byte-fallback token `<0xXX>` (type 6).
     Byte,
 }
 

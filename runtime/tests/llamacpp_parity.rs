@@ -78,7 +78,9 @@ fn llama_cpp_greedy_tokens_are_our_top1_up_to_near_ties() {
 
 /// Free-running greedy decoding: once a near tie flips, the two texts diverge for good (each
 /// divergence starts at a near tie, which the teacher-forced test checks), so full-text
-/// identity is reported and required only for a quarter of the prompts.
+/// identity is reported and required only for a sixth of the prompts. (deal re-quantizes the
+/// file's Q4_K/Q6_K weights to Q8_0 for its faster, batch-invariant kernel, so its weights
+/// differ from llama.cpp's by Q8 rounding: 2-3 of 12 texts stay identical.)
 #[test]
 fn greedy_output_matches_llama_cpp() {
     let f = fixture("greedy.json");
@@ -98,7 +100,7 @@ fn greedy_output_matches_llama_cpp() {
         }
     }
     eprintln!("greedy parity: {same}/{} prompts identical to llama.cpp\n{}", cases.len(), report.join("\n"));
-    assert!(same * 4 >= cases.len(), "only {same}/{} identical:\n{}", cases.len(), report.join("\n"));
+    assert!(same * 6 >= cases.len(), "only {same}/{} identical:\n{}", cases.len(), report.join("\n"));
 }
 
 /// A prompt longer than Gemma 3's 512-token sliding window: llama.cpp's first 16 greedy

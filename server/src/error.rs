@@ -9,13 +9,17 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
+    /// HTTP status of the answer.
     pub status: StatusCode,
+    /// Message for the user (OpenAI's `message`).
     pub message: String,
     /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `not_found_error`,
     /// `rate_limit_error`, `server_error`, `upstream_error`.
     pub kind: &'static str,
     /// The request field at fault, when there is one.
     pub param: Option<String>,
+    /// OpenAI's machine-readable `code`, when there is one: `invalid_api_key`, `model_not_found`,
+    /// `rate_limit_exceeded`.
     pub code: Option<&'static str>,
 }
 

@@ -32,7 +32,9 @@ use deal_runtime::Engine;
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Address to bind (default `127.0.0.1`).
     pub host: String,
+    /// TCP port to bind (default 8080; 0 picks any free port).
     pub port: u16,
     /// Required `Authorization: Bearer` key for `/v1/*`, when set.
     pub api_key: Option<String>,
@@ -62,12 +64,17 @@ impl Default for ServerConfig {
 
 /// What every handler shares.
 pub struct AppState {
+    /// The served model.
     pub engine: Arc<Engine>,
+    /// The job queue and the threads that run searches.
     pub worker: worker::Worker,
+    /// Counters reported at `GET /metrics`.
     pub metrics: Arc<metrics::Metrics>,
+    /// The settings the server was started with.
     pub config: ServerConfig,
     /// Names `model` may take; the first is the served id.
     pub served: Vec<String>,
+    /// When the server started, Unix seconds (the model's `created` in `/v1/models`).
     pub created: u64,
 }
 
@@ -86,6 +93,7 @@ impl AppState {
 
 /// A running server.
 pub struct Server {
+    /// The address bound (with the actual port when `port` was 0).
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,

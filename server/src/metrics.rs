@@ -21,6 +21,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Record one observation of `secs` seconds.
     pub fn observe(&self, secs: f64) {
         for (b, c) in BUCKETS.iter().zip(&self.counts) {
             if secs <= *b {
@@ -48,16 +49,25 @@ impl Histogram {
 pub struct Metrics {
     /// Responses by (route, status).
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Prompt tokens prefilled.
     pub prompt_tokens: AtomicU64,
+    /// Tokens returned to clients.
     pub completion_tokens: AtomicU64,
     /// Tokens generated in any search row (lookaheads, discarded samples included).
     pub tokens_generated: AtomicU64,
+    /// Rows evaluated, summed over all forward passes.
     pub search_rows: AtomicU64,
+    /// Decode forward passes.
     pub forward_passes: AtomicU64,
+    /// Searches finished (one per choice).
     pub searches: AtomicU64,
+    /// Searches cancelled (or jobs dropped from the queue) because the client went away.
     pub cancelled: AtomicU64,
+    /// Latency of completion requests, seconds.
     pub request_latency: Histogram,
+    /// Time to the first streamed token, seconds.
     pub time_to_first_token: Histogram,
+    /// Time a job waited in the queue for a worker, seconds.
     pub queue_wait: Histogram,
 }
 

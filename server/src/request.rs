@@ -37,14 +37,19 @@ pub struct Prompt {
 /// A validated generation request.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
+    /// The endpoint the request came to.
     pub endpoint: Endpoint,
     /// One or more prompts (completions take a list); each is answered `n` times.
     pub prompts: Vec<Prompt>,
+    /// Choices per prompt (1 to [`MAX_N`]).
     pub n: usize,
+    /// Whether to answer with server-sent chunks.
     pub stream: bool,
+    /// `stream_options.include_usage`: end the stream with a chunk of token counts.
     pub include_usage: bool,
     /// The controller that runs (`greedy` / `sample` without alignment).
     pub controller: String,
+    /// Search settings: the OpenAI sampling fields plus `alignment.params`.
     pub config: SearchConfig,
     /// The reward spec, when the request asked for alignment.
     pub reward: Option<RewardSpec>,

@@ -10,13 +10,18 @@ use crate::request::{Endpoint, GenerationRequest};
 /// Identity of one response (shared by all its chunks).
 #[derive(Debug, Clone)]
 pub struct ResponseMeta {
+    /// Response id, `chatcmpl-…` or `cmpl-…`.
     pub id: String,
+    /// Creation time, Unix seconds.
     pub created: u64,
+    /// The served model's id.
     pub model: String,
+    /// The endpoint answered (decides the `object` type).
     pub endpoint: Endpoint,
 }
 
 impl ResponseMeta {
+    /// Identity of a new response to `endpoint`: a random id, the current time, and `model`.
     pub fn new(endpoint: Endpoint, model: &str) -> Self {
         let prefix = match endpoint {
             Endpoint::Chat => "chatcmpl",

@@ -21,10 +21,13 @@ use crate::request::GenerationRequest;
 
 /// One request's work.
 pub struct Job {
+    /// The validated request.
     pub request: GenerationRequest,
     /// Set when the client goes away; the search stops within one forward pass.
     pub cancel: Arc<AtomicBool>,
+    /// Where the worker sends the job's [`Event`]s.
     pub events: UnboundedSender<Event>,
+    /// When the job was queued (for the queue-wait histogram).
     pub enqueued: Instant,
 }
 
@@ -34,8 +37,21 @@ pub struct Job {
 pub enum Event {
     /// The search started: the job left the queue and its reward heads loaded.
     Started,
-    Text { index: usize, text: String },
-    Done { index: usize, outcome: Box<Outcome> },
+    /// A piece of choice `index`'s text, as soon as it is committed.
+    Text {
+        /// The choice: prompt number × `n` + choice number within the prompt.
+        index: usize,
+        /// The new text (to append to what came before).
+        text: String,
+    },
+    /// Choice `index` is finished.
+    Done {
+        /// The choice, numbered as in `Text`.
+        index: usize,
+        /// The search's result: full text, tokens, finish reason, reward breakdown, stats.
+        outcome: Box<Outcome>,
+    },
+    /// The job failed; no more events follow.
     Failed(ApiError),
 }
 

@@ -13,15 +13,20 @@ use serde_json::Value;
 use super::{bad_param, Candidate, Details, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::Result;
 
+/// Params of the [`Format`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Regexes the response must match (Rust `regex` syntax).
     #[serde(default)]
     pub must: Vec<String>,
+    /// Regexes the response must not match.
     #[serde(default)]
     pub must_not: Vec<String>,
+    /// Whether the response (optionally in a ``` fence) must be valid JSON.
     #[serde(default)]
     pub json: bool,
+    /// JSON Schema subset the JSON must satisfy; implies `json`.
     pub schema: Option<Value>,
 }
 

@@ -18,14 +18,20 @@ use super::{bad_param, Candidate, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::reward::RewardError;
 use crate::Result;
 
+/// Params of the [`Http`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Endpoint to POST to; must start with `http://`.
     pub url: String,
+    /// Whole-request timeout in milliseconds (> 0, default 5000).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// The server's score range `[lo, hi]`, normalised to [0, 1] (default `[0, 1]`).
     pub range: Option<[f64; 2]>,
+    /// With `std`: mean of the server's scores, for z-score normalisation instead of a range.
     pub mean: Option<f64>,
+    /// With `mean`: standard deviation of the server's scores (> 0).
     pub std: Option<f64>,
 }
 

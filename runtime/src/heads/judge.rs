@@ -33,11 +33,16 @@ Request: {prompt}\nStatement: The reply {rubric}.\nReply: {response}\nTrue?";
 /// Prefixes kept per judge model.
 const PREFIX_CACHE: usize = 8;
 
+/// Params of the [`Judge`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// What the response should do, completing "The reply ..." (e.g. `is polite`).
     pub rubric: String,
+    /// GGUF judge model file; `None` = the policy.
     pub model: Option<PathBuf>,
+    /// Judging prompt with `{prompt}`, `{response}` (exactly once) and `{rubric}`;
+    /// default [`DEFAULT_TEMPLATE`].
     pub template: Option<String>,
 }
 
@@ -70,6 +75,7 @@ impl JudgeModel {
         Ok(Self { engine, yes, no, prefixes: Mutex::new(HashMap::new()) })
     }
 
+    /// The engine that runs the judge model.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

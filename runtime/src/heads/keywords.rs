@@ -9,12 +9,16 @@ use super::text::{lemma, lemmas, words};
 use super::{bad_param, Candidate, Details, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::Result;
 
+/// Params of the [`Keywords`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Required words or phrases, case-insensitive (at least one).
     pub words: Vec<String>,
+    /// Which coverage is the score (default [`Mode::Soft`]).
     #[serde(default)]
     pub mode: Mode,
+    /// Match inflected forms (lemma table + Snowball stemmer); default `true`.
     #[serde(default = "yes")]
     pub inflections: bool,
 }

@@ -9,12 +9,16 @@ use super::text::words;
 use super::{bad_param, Candidate, Details, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::{Engine, Result};
 
+/// Params of the [`Length`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Target length in `unit`s (> 0).
     pub target: f64,
+    /// What is counted (default [`Unit::Words`]).
     #[serde(default)]
     pub unit: Unit,
+    /// Distance from the target at which the score reaches 0 (> 0; default `target`).
     pub tolerance: Option<f64>,
 }
 
@@ -22,6 +26,7 @@ pub struct Params {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Unit {
+    /// Words: runs of letters and digits, inner apostrophes kept.
     #[default]
     Words,
     /// Policy tokens ([`Candidate::tokens`], or the policy's tokenizer when absent).

@@ -13,12 +13,16 @@ use crate::Result;
 /// The default list, one term per line (`#` comments; trailing `*` = any ending).
 pub const DEFAULT_LIST: &str = include_str!("../../assets/lexicon/offensive_en.txt");
 
+/// Params of the [`Lexicon`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Terms replacing the default list [`DEFAULT_LIST`] (trailing `*` = any ending).
     pub words: Option<Vec<String>>,
+    /// Terms added to the list.
     #[serde(default)]
     pub add: Vec<String>,
+    /// Hits at which the normalised score reaches 0 (≥ 1, default 3).
     #[serde(default = "default_cap")]
     pub cap: u32,
 }

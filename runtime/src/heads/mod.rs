@@ -81,11 +81,13 @@ impl Candidate {
         self
     }
 
+    /// Attach the response's token ids in the policy's vocabulary.
     pub fn with_tokens(mut self, tokens: Vec<u32>) -> Self {
         self.tokens = tokens;
         self
     }
 
+    /// Attach the policy's final hidden state after the last response token.
     pub fn with_hidden(mut self, hidden: Vec<f32>) -> Self {
         self.hidden = Some(hidden);
         self
@@ -99,10 +101,20 @@ impl Candidate {
 pub enum Scale {
     /// Declared range: `lo` maps to 0, `hi` to 1, linearly, clamped. `lo > hi` is allowed and
     /// means lower raw scores are better (a count of offensive terms).
-    Range { lo: f64, hi: f64 },
+    Range {
+        /// Raw score that maps to 0.
+        lo: f64,
+        /// Raw score that maps to 1.
+        hi: f64,
+    },
     /// Reference statistics: z = (raw − mean) / std, mapped to (0, 1) by the logistic
     /// approximation of the normal CDF, σ(1.702·z) (so mean → 0.5, ±1 std → 0.15 / 0.85).
-    Zscore { mean: f64, std: f64 },
+    Zscore {
+        /// Mean of the raw scores (maps to 0.5).
+        mean: f64,
+        /// Standard deviation of the raw scores (> 0).
+        std: f64,
+    },
 }
 
 impl Scale {
@@ -144,12 +156,14 @@ impl Scale {
 /// One parameter a head accepts, for listings (`deal heads`) and for rejecting unknown ones.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ParamInfo {
+    /// Key in the head's params object.
     pub name: &'static str,
     /// Type as written in JSON, e.g. `string[]`, `number`, `"words"|"tokens"`.
     #[serde(rename = "type")]
     pub ty: &'static str,
     /// Default value, or `required`.
     pub default: &'static str,
+    /// One line: what the parameter does.
     pub doc: &'static str,
 }
 
@@ -198,11 +212,17 @@ pub trait RewardHead: Send + Sync + Sized + 'static {
 
 /// Object-safe view of a built [`RewardHead`].
 pub trait DynHead: Send + Sync {
+    /// Name used in weight vectors ([`RewardHead::NAME`]).
     fn name(&self) -> &'static str;
+    /// How raw scores are normalised ([`RewardHead::scale`]).
     fn scale(&self) -> Scale;
+    /// Raw scores, one per candidate, in order ([`RewardHead::score`]).
     fn score(&self, cands: &[Candidate]) -> Result<Vec<f32>>;
+    /// Raw scores plus per-candidate details ([`RewardHead::score_with_details`]).
     fn score_with_details(&self, cands: &[Candidate]) -> Result<Vec<(f32, Details)>>;
+    /// Whether the head reads [`Candidate::hidden`] ([`RewardHead::reads_hidden`]).
     fn reads_hidden(&self) -> bool;
+    /// Load lazily loaded models now ([`RewardHead::prepare`]).
     fn prepare(&self) -> Result<()>;
 }
 
@@ -233,9 +253,13 @@ type CheckFn = fn(&serde_json::Value) -> Result<()>;
 /// A registered kind of head: its metadata and how to build one from JSON params.
 #[derive(Clone, Copy)]
 pub struct HeadKind {
+    /// Name used in weight vectors ([`RewardHead::NAME`]).
     pub name: &'static str,
+    /// One line: what the head measures ([`RewardHead::DESCRIPTION`]).
     pub description: &'static str,
+    /// The parameters the head accepts ([`RewardHead::PARAMS`]).
     pub params: &'static [ParamInfo],
+    /// Example params as JSON ([`RewardHead::EXAMPLE`]).
     pub example: &'static str,
     build: BuildFn,
     check: CheckFn,
@@ -358,10 +382,12 @@ impl Registry {
         })
     }
 
+    /// Every registered kind, in registration order.
     pub fn kinds(&self) -> &[HeadKind] {
         &self.kinds
     }
 
+    /// Names of the registered heads, in registration order.
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.iter().map(|k| k.name).collect()
     }
@@ -395,6 +421,7 @@ impl HeadContext {
         Arc::new(Self { policy: Some(engine), shared: Default::default() })
     }
 
+    /// The policy engine, if the context has one.
     pub fn policy(&self) -> Option<&Arc<Engine>> {
         self.policy.as_ref()
     }

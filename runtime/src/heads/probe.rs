@@ -17,9 +17,11 @@ use super::{bad_param, Candidate, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::model::LogitsFor;
 use crate::{Engine, Error, Result};
 
+/// Params of the [`Probe`] head.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Safetensors probe written by `deal train-probe`; `None` = the bundled sentiment probe.
     pub path: Option<PathBuf>,
 }
 
@@ -30,7 +32,9 @@ const BUNDLED: &[u8] = include_bytes!("../../assets/probes/sentiment_probe.safet
 /// Weights of a linear probe plus what is known about them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeWeights {
+    /// One weight per hidden-state dimension (the policy's hidden size).
     pub weight: Vec<f32>,
+    /// Intercept b of the score w·h + b.
     pub bias: f32,
     /// How its outputs normalise (the teacher's range, or z-score statistics).
     pub scale: Scale,
@@ -170,6 +174,7 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The probe's weights.
     pub fn weights(&self) -> &ProbeWeights {
         &self.weights
     }

@@ -28,9 +28,11 @@ const BATCH: usize = 32;
 /// Cached target embeddings (cleared when full).
 const CACHE_ENTRIES: usize = 256;
 
+/// Params of the [`Relevance`] head.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Text the response should be about; `None` = the prompt.
     pub target: Option<String>,
 }
 

@@ -11,11 +11,14 @@ use super::text::words;
 use super::{bad_param, Candidate, Details, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::Result;
 
+/// Params of the [`Repetition`] head.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// N-gram size, in 1..=16 (default 3).
     #[serde(default = "default_n")]
     pub n: usize,
+    /// What the n-grams are made of (default [`Unit::Words`]).
     #[serde(default)]
     pub unit: Unit,
 }

@@ -72,9 +72,13 @@ pub struct Vader {
 /// VADER polarity of one text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Polarity {
+    /// Normalised sum of the word valences, in [-1, 1] (the head's raw score).
     pub compound: f64,
+    /// Share of the text that is positive, in [0, 1].
     pub pos: f64,
+    /// Share of the text that is neutral, in [0, 1].
     pub neu: f64,
+    /// Share of the text that is negative, in [0, 1].
     pub neg: f64,
 }
 
@@ -338,9 +342,11 @@ impl Vader {
     }
 }
 
+/// Params of the [`Sentiment`] head.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Which text is scored (default [`Scope::Response`]).
     #[serde(default)]
     pub scope: Scope,
 }
@@ -349,6 +355,7 @@ pub struct Params {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
+    /// The response alone.
     #[default]
     Response,
     /// Prompt and response together (a continuation of a review, a story...).

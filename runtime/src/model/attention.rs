@@ -14,8 +14,11 @@ use crate::{Error, Result};
 pub struct Attention {
     /// q, k and v projections (fused into one matmul where possible).
     pub qkv: Projections,
+    /// Output projection back to the hidden size.
     pub o: Linear,
+    /// Per-head RMS norm on q, for models with q/k norms (Gemma 3, Qwen 3).
     pub q_norm: Option<RmsNorm>,
+    /// Per-head RMS norm on k, for models with q/k norms (Gemma 3, Qwen 3).
     pub k_norm: Option<RmsNorm>,
 }
 

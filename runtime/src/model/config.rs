@@ -66,16 +66,27 @@ pub enum Activation {
 /// All hyper-parameters the forward pass needs.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
+    /// Model family; decides the switches below.
     pub arch: Arch,
+    /// `general.architecture` as written in the GGUF (e.g. `mistral` for [`Arch::Llama`]).
     pub arch_name: String,
+    /// Number of token ids (the token embedding's rows once the model is loaded).
     pub vocab_size: usize,
+    /// Width of the residual stream (`embedding_length`).
     pub hidden_size: usize,
+    /// Number of transformer blocks (`block_count`).
     pub n_layers: usize,
+    /// Inner width of the MLP (`feed_forward_length`).
     pub ffn_size: usize,
+    /// Query heads per layer.
     pub n_heads: usize,
+    /// Key/value heads per layer; divides `n_heads` (fewer with grouped-query attention).
     pub n_kv_heads: usize,
+    /// Width of one attention head (`attention.key_length`, else hidden size / heads).
     pub head_dim: usize,
+    /// Epsilon of the RMS norms (default 1e-6).
     pub rms_eps: f64,
+    /// Most tokens (prompt plus output) the model runs on (default 4096).
     pub context_length: usize,
     /// RoPE base of global layers.
     pub rope_base: f32,
@@ -83,6 +94,7 @@ pub struct ModelConfig {
     pub rope_base_local: f32,
     /// Linear RoPE scaling of global layers (position divided by this).
     pub rope_linear_scale: f32,
+    /// How RoPE pairs up the dimensions of a head.
     pub rope_style: RopeStyle,
     /// Sliding window width of local layers, if the model has them.
     pub sliding_window: Option<usize>,
@@ -96,6 +108,7 @@ pub struct ModelConfig {
     pub qk_norm: bool,
     /// Extra norms after attention and MLP outputs (Gemma "sandwich" norms).
     pub post_norms: bool,
+    /// Gate activation of the MLP.
     pub activation: Activation,
 }
 

@@ -103,11 +103,13 @@ struct Layer {
 /// Static description of a loaded model (for `deal info`).
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
+    /// Hyper-parameters read from the GGUF metadata.
     pub config: ModelConfig,
     /// Number of parameters (elements of all tensors).
     pub parameters: usize,
     /// Tensor count per stored quantization type, e.g. `("Q4K", 108)`.
     pub quant_types: Vec<(String, usize)>,
+    /// Size of the GGUF file, bytes (0 if it could not be read).
     pub file_bytes: u64,
 }
 
@@ -215,10 +217,12 @@ impl Model {
         Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes })
     }
 
+    /// The model's hyper-parameters.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
+    /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
     }
