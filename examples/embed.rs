@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use deal_controllers::{Request, SearchConfig};
+use deal_runtime::chat::{Message, Role};
 use deal_runtime::heads::HeadContext;
 use deal_runtime::reward::RewardSpec;
 use deal_runtime::{Engine, EngineOptions};
@@ -28,9 +29,12 @@ fn main() -> anyhow::Result<()> {
     let heads = HeadContext::with_policy(engine.clone());
     let reward = spec.build_for_search(&heads)?;
 
-    // 3. The search: DeAL with 4 candidates per beam, 2 beams, 4 lookahead tokens.
-    let cfg = SearchConfig { max_tokens: 32, k: 4, beams: 2, lookahead: 4, lambda: 2.0, ..Default::default() };
-    let req = Request::new(&engine, &prompt).with_reward(&reward);
+    // 3. The prompt as a chat turn, rendered by the model's template (or deal's plain one), and
+    //    the search: DeAL with 4 candidates per beam, 2 beams, 4 lookahead tokens.
+    let tokens = engine.encode_chat(&[Message::new(Role::User, prompt.clone())])?;
+    let stop = engine.chat_template().stop_strings();
+    let cfg = SearchConfig { max_tokens: 32, stop, k: 4, beams: 2, lookahead: 4, lambda: 2.0, ..Default::default() };
+    let req = Request::new(&engine, &prompt).with_tokens(&tokens).with_reward(&reward);
 
     // 4. Run it; committed text streams through the callback (return false to stop).
     let mut out = std::io::stdout().lock();
