@@ -20,38 +20,21 @@ use rand::{Rng, SeedableRng};
 
 use crate::batch::cut_at_stop;
 use crate::config::SearchConfig;
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::{best, candidates};
 
 /// See the module documentation.
-pub struct Args {
-    cfg: SearchConfig,
-}
+pub struct Args;
 
 impl Build for Args {
     const NAME: &'static str = "args";
     const DESCRIPTION: &'static str = "ARGS: top-k tokens scored by log P + w·h(prefix+token), greedy or sampled";
     const NEEDS_REWARD: bool = true;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
-        Ok(Self { cfg })
-    }
-}
-
-impl Controller for Args {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
-        let cfg = &self.cfg;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         while !s.batch.rows[0].is_done() {
             let cands = candidates(s.batch.rows[0].next_logits()?, cfg.k, cfg.top_p);
@@ -64,7 +47,7 @@ impl Controller for Args {
                 let rows: Vec<usize> = (0..cands.len()).collect();
                 s.values(reward, &rows)?
             } else {
-                let texts = cands.iter().map(|&(t, _)| self.extension(s, t)).collect::<Result<Vec<_>>>()?;
+                let texts = cands.iter().map(|&(t, _)| Self::extension(cfg, s, t)).collect::<Result<Vec<_>>>()?;
                 s.batch.stats.candidates_scored += texts.len();
                 reward.values(&texts)?
             };
@@ -81,9 +64,10 @@ impl Controller for Args {
     }
 }
 
+
 impl Args {
     /// The response of row 0 extended by `token`, as a candidate (ended if `token` ends it).
-    fn extension(&self, s: &Session<'_>, token: u32) -> Result<Candidate> {
+    fn extension(cfg: &SearchConfig, s: &Session<'_>, token: u32) -> Result<Candidate> {
         let engine = s.batch.engine();
         let row = &s.batch.rows[0];
         let eog = engine.tokenizer().is_eog(token);
@@ -91,8 +75,8 @@ impl Args {
         if !eog {
             tokens.push(token);
         }
-        let (text, stopped) = cut_at_stop(engine.tokenizer().decode(&tokens, true)?, &self.cfg.stop);
-        let ended = eog || stopped || tokens.len() >= self.cfg.max_tokens;
+        let (text, stopped) = cut_at_stop(engine.tokenizer().decode(&tokens, true)?, &cfg.stop);
+        let ended = eog || stopped || tokens.len() >= cfg.max_tokens;
         Ok(Candidate::new(s.prompt, text).partial(!ended).with_tokens(tokens))
     }
 }

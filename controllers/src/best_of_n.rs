@@ -5,40 +5,28 @@ use deal_runtime::model::LogitsFor;
 use deal_runtime::sampling::Sampler;
 
 use crate::config::SearchConfig;
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::{best, sample_rows, sampling};
 
 /// See the module documentation.
-pub struct BestOfN {
-    cfg: SearchConfig,
-}
+pub struct BestOfN;
 
 impl Build for BestOfN {
     const NAME: &'static str = "best_of_n";
     const DESCRIPTION: &'static str = "N samples in one batch, the best final text by h";
     const NEEDS_REWARD: bool = true;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
+    fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;
-        Ok(Self { cfg })
-    }
-}
-
-impl Controller for BestOfN {
-    fn name(&self) -> &'static str {
-        Self::NAME
+        Ok(())
     }
 
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
-        let mut sampler = Sampler::new(sampling(&self.cfg))?;
-        s.batch.select(&vec![0; self.cfg.n])?;
+        let mut sampler = Sampler::new(sampling(cfg))?;
+        s.batch.select(&vec![0; cfg.n])?;
         loop {
             sample_rows(s, &mut sampler)?;
             if s.batch.all_done() {
@@ -51,3 +39,4 @@ impl Controller for BestOfN {
         Ok(Final { row: best(&values).unwrap_or(0) })
     }
 }
+

@@ -10,42 +10,30 @@ use deal_runtime::model::LogitsFor;
 use deal_runtime::sampling::Sampler;
 
 use crate::config::SearchConfig;
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::{best, sample_rows, sampling};
 
 /// See the module documentation.
-pub struct Blockwise {
-    cfg: SearchConfig,
-}
+pub struct Blockwise;
 
 impl Build for Blockwise {
     const NAME: &'static str = "blockwise";
     const DESCRIPTION: &'static str = "blockwise best-of-K: sample K blocks of M tokens, keep the best by h, repeat";
     const NEEDS_REWARD: bool = true;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
+    fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;
-        Ok(Self { cfg })
-    }
-}
-
-impl Controller for Blockwise {
-    fn name(&self) -> &'static str {
-        Self::NAME
+        Ok(())
     }
 
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
-        let mut sampler = Sampler::new(sampling(&self.cfg))?;
+        let mut sampler = Sampler::new(sampling(cfg))?;
         while !s.batch.rows[0].is_done() {
-            s.batch.select(&vec![0; self.cfg.blocks])?;
-            for _ in 0..self.cfg.block_len {
+            s.batch.select(&vec![0; cfg.blocks])?;
+            for _ in 0..cfg.block_len {
                 sample_rows(s, &mut sampler)?;
                 if s.batch.all_done() {
                     break;
@@ -60,3 +48,4 @@ impl Controller for Blockwise {
         Ok(Final { row: 0 })
     }
 }
+

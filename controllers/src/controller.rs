@@ -116,8 +116,8 @@ impl<'a> Session<'a> {
     }
 }
 
-/// A decoding strategy. Implementations live one per file and are listed in
-/// [`crate::registry`].
+/// A configured decoding strategy, as the registry builds it (strategies themselves implement
+/// [`crate::registry::Build`], one per file).
 pub trait Controller: Send + Sync {
     /// Registry name.
     fn name(&self) -> &'static str;

@@ -29,50 +29,21 @@ use deal_runtime::sampling::argmax;
 
 use crate::batch::{common_prefix, Finish};
 use crate::config::{Commit, SearchConfig};
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::{best, candidates, order_desc, token_logprob};
 
 /// See the module documentation.
-pub struct Deal {
-    cfg: SearchConfig,
-}
+pub struct Deal;
 
 impl Build for Deal {
     const NAME: &'static str = "deal";
     const DESCRIPTION: &'static str = "DeAL lookahead search: b beams x top-k candidates, l-token greedy lookahead, log P + λ·h";
     const NEEDS_REWARD: bool = true;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
-        Ok(Self { cfg })
-    }
-}
-
-/// One candidate of a step: a row of the batch after its candidate token.
-struct Cand {
-    /// Response length after the candidate token.
-    base: usize,
-    /// Whether the candidate ended the row (EOS, stop string, length); `None` = live.
-    finish: Option<Finish>,
-    /// Next-token logits after the candidate token (from the first lookahead pass).
-    logits: Option<Vec<f32>>,
-    /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
-    lookahead_lp: Vec<f64>,
-}
-
-impl Controller for Deal {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
-        let cfg = &self.cfg;
         let hidden = reward.needs_hidden();
         let lead = match cfg.commit {
             Commit::Lead { margin } => Some(margin),
@@ -142,7 +113,7 @@ impl Controller for Deal {
             if let Some(margin) = lead {
                 let w = order[0];
                 if n > 1 && cands[w].finish.is_none() && scores[w] - scores[order[1]] >= margin {
-                    self.accept_lookahead(s, w, &cands[w])?;
+                    Self::accept_lookahead(s, w, &cands[w])?;
                     s.stream.commit(&s.batch.rows[0].tokens)?;
                     continue;
                 }
@@ -171,10 +142,23 @@ impl Controller for Deal {
     }
 }
 
+/// One candidate of a step: a row of the batch after its candidate token.
+struct Cand {
+    /// Response length after the candidate token.
+    base: usize,
+    /// Whether the candidate ended the row (EOS, stop string, length); `None` = live.
+    finish: Option<Finish>,
+    /// Next-token logits after the candidate token (from the first lookahead pass).
+    logits: Option<Vec<f32>>,
+    /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
+    lookahead_lp: Vec<f64>,
+}
+
+
 impl Deal {
     /// Make candidate row `w` the only beam, keeping its lookahead tokens that are in the
     /// cache (the last one, never fed, is dropped unless the row ended there).
-    fn accept_lookahead(&self, s: &mut Session<'_>, w: usize, cand: &Cand) -> Result<()> {
+    fn accept_lookahead(s: &mut Session<'_>, w: usize, cand: &Cand) -> Result<()> {
         s.batch.select(&[w])?;
         let row = &s.batch.rows[0];
         let (len, fed, finish) = (row.tokens.len(), row.fed(), row.finish);

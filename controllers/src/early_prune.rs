@@ -9,39 +9,26 @@ use deal_runtime::model::LogitsFor;
 use deal_runtime::sampling::Sampler;
 
 use crate::config::SearchConfig;
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::{best, order_desc, sample_rows, sampling};
 
 /// See the module documentation.
-pub struct EarlyPrune {
-    cfg: SearchConfig,
-}
+pub struct EarlyPrune;
 
 impl Build for EarlyPrune {
     const NAME: &'static str = "early_prune";
     const DESCRIPTION: &'static str = "speculative rejection: N samples, drop the worst fraction by partial h at checkpoints";
     const NEEDS_REWARD: bool = true;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
+    fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;
-        Ok(Self { cfg })
-    }
-}
-
-impl Controller for EarlyPrune {
-    fn name(&self) -> &'static str {
-        Self::NAME
+        Ok(())
     }
 
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
-        let cfg = &self.cfg;
         let mut sampler = Sampler::new(sampling(cfg))?;
         s.batch.select(&vec![0; cfg.n])?;
         let mut step = 0;
@@ -67,3 +54,4 @@ impl Controller for EarlyPrune {
         Ok(Final { row: best(&values).unwrap_or(0) })
     }
 }
+

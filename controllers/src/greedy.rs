@@ -4,37 +4,22 @@
 use deal_runtime::sampling::argmax;
 
 use crate::config::SearchConfig;
-use crate::controller::{Controller, Final, Session};
+use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
 use crate::util::decode_single;
 
 /// See the module documentation.
-pub struct Greedy {
-    cfg: SearchConfig,
-}
+pub struct Greedy;
 
 impl Build for Greedy {
     const NAME: &'static str = "greedy";
     const DESCRIPTION: &'static str = "most likely token each step (baseline)";
     const NEEDS_REWARD: bool = false;
 
-    fn build(cfg: SearchConfig) -> Result<Self> {
-        Ok(Self { cfg })
-    }
-}
-
-impl Controller for Greedy {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-
-    fn config(&self) -> &SearchConfig {
-        &self.cfg
-    }
-
-    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+    fn search(_cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         decode_single(s, |logits| Ok(argmax(logits)))?;
         Ok(Final { row: 0 })
     }
 }
+

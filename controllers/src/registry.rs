@@ -2,11 +2,13 @@
 //! itself is the `controllers!` line in `lib.rs`.
 
 use crate::config::SearchConfig;
-use crate::controller::Controller;
+use crate::controller::{Controller, Final, Session};
 use crate::error::{ControlError, Result};
 
-/// How a controller is registered: its name, a one-line description, and its constructor.
-pub trait Build: Controller + Sized + 'static {
+/// A decoding strategy, one per file: its name, a one-line description, the config checks
+/// only it needs, and the search itself. The registry pairs it with a validated
+/// [`SearchConfig`] as a [`Controller`].
+pub trait Build: Send + Sync + 'static {
     /// Name the controller is registered and requested under (e.g. `deal`).
     const NAME: &'static str;
     /// One-line description, shown in listings.
@@ -14,7 +16,32 @@ pub trait Build: Controller + Sized + 'static {
     /// Whether the controller searches by the reward (and fails without one).
     const NEEDS_REWARD: bool;
     /// Check the fields this controller reads (the common ranges are already checked).
-    fn build(cfg: SearchConfig) -> Result<Self>;
+    fn check(_cfg: &SearchConfig) -> Result<()> {
+        Ok(())
+    }
+    /// Search from the prefilled prompt (one row in `s.batch`); commit final tokens through
+    /// `s.stream` as soon as they are decided; return the row with the answer.
+    fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final>;
+}
+
+/// A strategy with its config: the one [`Controller`] implementation.
+struct Configured<C> {
+    cfg: SearchConfig,
+    strategy: std::marker::PhantomData<fn() -> C>,
+}
+
+impl<C: Build> Controller for Configured<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn config(&self) -> &SearchConfig {
+        &self.cfg
+    }
+
+    fn search(&self, s: &mut Session<'_>) -> Result<Final> {
+        C::search(&self.cfg, s)
+    }
 }
 
 /// A registered controller.
@@ -39,7 +66,8 @@ impl Kind {
     /// The registration of controller `C`.
     pub fn of<C: Build>() -> Self {
         fn build<C: Build>(cfg: SearchConfig) -> Result<Box<dyn Controller>> {
-            Ok(Box::new(C::build(cfg)?))
+            C::check(&cfg)?;
+            Ok(Box::new(Configured::<C> { cfg, strategy: std::marker::PhantomData }))
         }
         Self { name: C::NAME, description: C::DESCRIPTION, needs_reward: C::NEEDS_REWARD, build: build::<C> }
     }

@@ -111,14 +111,10 @@ async fn heads() -> Json<Value> {
         .kinds()
         .iter()
         .map(|k| {
-            json!({
-                "name": k.name,
-                "description": k.description,
-                "params": k.params,
-                "example": serde_json::from_str::<Value>(k.example).unwrap_or(Value::Null),
-                "score_range": [0.0, 1.0],
-                "weight_range": "any finite number; negative asks for less",
-            })
+            let mut v = k.describe();
+            v["score_range"] = json!([0.0, 1.0]);
+            v["weight_range"] = json!("any finite number; negative asks for less");
+            v
         })
         .collect();
     let controllers: Vec<Value> = deal_controllers::registry::kinds()
@@ -223,7 +219,8 @@ fn sse_json(v: &Value) -> SseEvent {
 }
 
 impl Streaming {
-    /// Turn one worker event into SSE events; `false` when the stream is over.
+    /// Turn one worker event into SSE events (queued in `pending`; `finished` once the
+    /// stream is over).
     fn on_event(&mut self, ev: Option<Event>) {
         match ev {
             Some(Event::Started) => {}

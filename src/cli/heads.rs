@@ -79,14 +79,7 @@ fn list(json: bool) -> anyhow::Result<()> {
         let v: Vec<serde_json::Value> = r
             .kinds()
             .iter()
-            .map(|k| {
-                serde_json::json!({
-                    "name": k.name,
-                    "description": k.description,
-                    "params": k.params,
-                    "example": serde_json::from_str::<serde_json::Value>(k.example).unwrap_or(serde_json::Value::Null),
-                })
-            })
+            .map(|k| k.describe())
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

@@ -291,6 +291,17 @@ impl HeadKind {
         }
     }
 
+    /// The kind as JSON: name, description, params (with types, defaults and docs) and the
+    /// example params (as `deal heads --json` and `GET /v1/heads` list them).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "params": self.params,
+            "example": serde_json::from_str::<serde_json::Value>(self.example).unwrap_or(serde_json::Value::Null),
+        })
+    }
+
     /// Build a head from JSON params (`null` = no params).
     pub fn build(&self, params: &serde_json::Value, ctx: &Arc<HeadContext>) -> Result<Arc<dyn DynHead>> {
         (self.build)(params, ctx)

@@ -72,11 +72,7 @@ impl Attention {
         let mut off = 0;
         for g in groups.iter_mut() {
             let inp = if local { &g.local } else { &g.global };
-            let (qg, kg, vg) = if groups_len_is_one(off, g.rows, x)? {
-                (q.clone(), k.clone(), v.clone())
-            } else {
-                (q.narrow(0, off, g.rows)?, k.narrow(0, off, g.rows)?, v.narrow(0, off, g.rows)?)
-            };
+            let (qg, kg, vg) = (q.narrow(0, off, g.rows)?, k.narrow(0, off, g.rows)?, v.narrow(0, off, g.rows)?);
             outs.push(self.attend(cfg, layer, &qg, &kg, &vg, g.cache, inp)?);
             off += g.rows;
         }
@@ -148,9 +144,4 @@ impl Attention {
         let out = out.ok_or_else(|| Error::invalid("attention over an empty cache"))?;
         merge_heads(&out.reshape((b, hq, t, d))?)
     }
-}
-
-/// Whether a group spans the whole batch (then no narrowing is needed).
-fn groups_len_is_one(off: usize, rows: usize, x: &Tensor) -> Result<bool> {
-    Ok(off == 0 && rows == x.dim(0)?)
 }

@@ -17,7 +17,7 @@ use crate::Result;
 /// (integer block sums, one accumulation order), so merged passes of concurrent requests
 /// give each request exactly what it gets alone, and a seed reproduces its text under any
 /// load. candle's K-quant kernels take different paths for one row and for several.
-pub fn slow_on_cpu(dtype: GgmlDType) -> bool {
+pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
     !matches!(dtype, GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
 }
 
@@ -38,7 +38,7 @@ pub enum WeightMode {
 pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
     let t = f.tensor(name, device)?;
     let target = match mode {
-        WeightMode::Requantize if device.is_cpu() && slow_on_cpu(t.dtype()) => GgmlDType::Q8_0,
+        WeightMode::Requantize if device.is_cpu() && requantized_on_cpu(t.dtype()) => GgmlDType::Q8_0,
         WeightMode::F32 if t.dtype() != GgmlDType::F32 => GgmlDType::F32,
         _ => return Ok(t),
     };
@@ -105,9 +105,9 @@ impl Linear {
     }
 
     /// Wrap an already loaded tensor (tied output embedding); under
-    /// [`WeightMode::Requantize`] a type in [`slow_on_cpu`] gets a Q8_0 copy for the matmul.
+    /// [`WeightMode::Requantize`] a type in [`requantized_on_cpu`] gets a Q8_0 copy for the matmul.
     pub fn from_arc(w: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
-        let w = if mode == WeightMode::Requantize && w.device().is_cpu() && slow_on_cpu(w.dtype()) {
+        let w = if mode == WeightMode::Requantize && w.device().is_cpu() && requantized_on_cpu(w.dtype()) {
             let dev = w.device();
             Arc::new(QTensor::quantize(&w.dequantize(&dev)?, GgmlDType::Q8_0)?)
         } else {
