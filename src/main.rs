@@ -36,6 +36,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // candle asks for its thread count on every f32 matmul (attention), and without this
+    // variable it parses /proc/cpuinfo each time: thousands of reads per search. Fix it
+    // once, while the process is still single-threaded.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("DEAL_LOG"))
         .with_writer(std::io::stderr)

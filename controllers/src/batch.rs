@@ -8,7 +8,9 @@
 //! copies); [`Batch::truncate`] undoes a lookahead. Text, stop strings and EOS are handled
 //! here once for all controllers.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use deal_runtime::heads::Candidate;
 use deal_runtime::kv_cache::KvCache;
@@ -29,6 +31,31 @@ pub enum Finish {
     Length,
 }
 
+/// One row's next-token logits: a view into the logits of the forward pass that produced
+/// them, shared, so forking or keeping a row never copies a vocabulary-sized vector.
+#[derive(Debug, Clone)]
+pub struct Logits {
+    pass: Arc<Vec<f32>>,
+    start: usize,
+    len: usize,
+}
+
+impl Logits {
+    /// Logits of a single row.
+    pub fn from_vec(v: Vec<f32>) -> Self {
+        let len = v.len();
+        Self { pass: Arc::new(v), start: 0, len }
+    }
+}
+
+impl Deref for Logits {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.pass[self.start..self.start + self.len]
+    }
+}
+
 /// One continuation of the prompt.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -37,7 +64,7 @@ pub struct Row {
     /// How many of `tokens` are in the cache.
     fed: usize,
     /// Next-token logits after `tokens[..fed]` (when the last pass asked for them).
-    pub logits: Option<Vec<f32>>,
+    pub logits: Option<Logits>,
     /// Final hidden state after `tokens[..fed]`.
     pub hidden: Option<Vec<f32>>,
     /// Why the row ended; `None` while it is still live.
@@ -90,7 +117,7 @@ impl<'a> Batch<'a> {
         let (cache, out) = engine.prefill(prompt)?;
         let logits = out.logits.ok_or_else(|| ControlError::internal("prefill returned no logits"))?.get(0)?.to_vec1::<f32>()?;
         let hidden = out.hidden.get(0)?.to_vec1::<f32>()?;
-        let row = Row { logits: Some(logits), hidden: Some(hidden), ..Default::default() };
+        let row = Row { logits: Some(Logits::from_vec(logits)), hidden: Some(hidden), ..Default::default() };
         let stats = SearchStats { prompt_tokens: prompt.len(), prefill_secs: t.elapsed().as_secs_f64(), ..Default::default() };
         Ok(Self {
             engine,
@@ -170,19 +197,22 @@ impl<'a> Batch<'a> {
         let out = self.engine.model().forward(&mut self.cache, &new, want)?;
         self.stats.forward_passes += 1;
         self.stats.rows_evaluated += active;
+        // one copy of the pass's logits, shared by its rows
         let logits = match out.logits {
-            Some(l) => Some(l.to_vec2::<f32>()?),
+            Some(l) => {
+                let vocab = l.dim(candle_core::D::Minus1)?;
+                Some((Arc::new(l.flatten_all()?.to_vec1::<f32>()?), vocab))
+            }
             None => None,
         };
         let hidden = out.hidden.to_vec2::<f32>()?;
-        let mut logits = logits.map(|l| l.into_iter());
-        for ((row, t), h) in self.rows.iter_mut().zip(&new).zip(hidden) {
-            let l = logits.as_mut().and_then(|it| it.next());
+        for (i, ((row, t), h)) in self.rows.iter_mut().zip(&new).zip(hidden).enumerate() {
             if t.is_empty() {
                 continue;
             }
             row.fed += t.len();
             row.hidden = Some(h);
+            let l = logits.as_ref().map(|(pass, vocab)| Logits { pass: pass.clone(), start: i * vocab, len: *vocab });
             row.logits = l;
         }
         Ok(())

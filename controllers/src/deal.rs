@@ -27,7 +27,7 @@
 use deal_runtime::model::LogitsFor;
 use deal_runtime::sampling::argmax;
 
-use crate::batch::{common_prefix, Finish};
+use crate::batch::{common_prefix, Finish, Logits};
 use crate::config::{Commit, SearchConfig};
 use crate::controller::{Final, Session};
 use crate::error::Result;
@@ -149,7 +149,7 @@ struct Cand {
     /// Whether the candidate ended the row (EOS, stop string, length); `None` = live.
     finish: Option<Finish>,
     /// Next-token logits after the candidate token (from the first lookahead pass).
-    logits: Option<Vec<f32>>,
+    logits: Option<Logits>,
     /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
     lookahead_lp: Vec<f64>,
 }

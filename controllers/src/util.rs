@@ -1,7 +1,7 @@
 //! Small helpers the controllers share: candidate lists, ranking, one-row decoding.
 
 use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::{log_softmax, top_k};
+use deal_runtime::sampling::{logsumexp, top_k};
 
 use crate::controller::Session;
 use crate::error::Result;
@@ -22,15 +22,9 @@ pub fn candidates(logits: &[f32], k: usize, top_p: f32) -> Vec<(u32, f64)> {
     out
 }
 
-/// log Σ exp(logits).
-pub fn logsumexp(logits: &[f32]) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
-}
-
 /// Log-probability of `token` under `logits`.
 pub fn token_logprob(logits: &[f32], token: u32) -> f64 {
-    log_softmax(logits).get(token as usize).copied().unwrap_or(f32::NEG_INFINITY) as f64
+    logits.get(token as usize).map_or(f64::NEG_INFINITY, |&l| (l - logsumexp(logits)) as f64)
 }
 
 /// Indices of `scores`, best first; ties keep the lower index first.

@@ -412,6 +412,35 @@ impl KvCache {
     }
 }
 
+impl KvCache {
+    /// One layer's storage as it lies: the shared prefix `[n_kv_heads, P, d]` and the whole
+    /// suffix buffers `[rows, n_kv_heads, cap, d]` (slots `0..used` in use), for kernels that
+    /// read the values directly.
+    pub fn layer_storage(&self, layer: usize) -> LayerStorage<'_> {
+        LayerStorage {
+            prefix: self.prefix.as_ref().map(|p| (&p.k[layer], &p.v[layer])),
+            prefix_len: self.prefix_len(),
+            suffix: self.suffix.get(layer).and_then(|l| l.as_ref()).filter(|_| self.used > 0).map(|(k, v)| (k, v)),
+            cap: self.cap,
+            used: self.used,
+        }
+    }
+}
+
+/// See [`KvCache::layer_storage`].
+pub struct LayerStorage<'a> {
+    /// Shared prefix keys and values.
+    pub prefix: Option<(&'a Tensor, &'a Tensor)>,
+    /// Prefix length.
+    pub prefix_len: usize,
+    /// Suffix key and value buffers (when any slot is in use).
+    pub suffix: Option<(&'a Tensor, &'a Tensor)>,
+    /// Slots allocated per row and head.
+    pub cap: usize,
+    /// Slots in use.
+    pub used: usize,
+}
+
 /// One layer's keys and values as seen by attention.
 pub struct LayerKv {
     /// Shared prefix keys/values `[n_kv_heads, P, d]`.

@@ -86,64 +86,135 @@ impl Sampler {
     }
 
     /// Pick a token from one row of logits; `history` feeds the repetition penalty.
+    ///
+    /// Tokens are considered from the most likely down, but sorted only as far as the
+    /// filters and the draw reach (usually a few dozen of a 262k vocabulary): a full sort
+    /// per token cost more than the forward pass of a small model.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(Error::invalid("cannot sample from empty logits"));
         }
         let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.repetition_penalty != 1.0 {
-            apply_repetition_penalty(&mut logits, history, p.repetition_penalty, p.repeat_last_n);
-        }
+        let penalised;
+        let logits = if p.repetition_penalty != 1.0 && !history.is_empty() {
+            let mut l = logits.to_vec();
+            apply_repetition_penalty(&mut l, history, p.repetition_penalty, p.repeat_last_n);
+            penalised = l;
+            &penalised[..]
+        } else {
+            logits
+        };
         if p.is_greedy() {
-            return Ok(argmax(&logits));
+            return Ok(argmax(logits));
         }
-        let k = if p.top_k == 0 { logits.len() } else { p.top_k.min(logits.len()) };
-        let mut cands = top_k(&logits, k);
-        // probabilities at temperature 1 for the top-p / min-p filters (llama.cpp's order)
-        let probs = softmax_of(&cands);
+        let n = logits.len();
+        let k = if p.top_k == 0 { n } else { p.top_k.min(n) };
+        let mut order = Descending::new(logits);
+        let top = logits[order.nth(0) as usize];
+        // probabilities at temperature 1 over the top-k, for the top-p / min-p filters
+        // (llama.cpp's order)
+        let z1: f64 = if k == n {
+            logits.iter().map(|&l| ((l - top) as f64).exp()).sum()
+        } else {
+            order.prefix(k).iter().map(|&t| ((logits[t as usize] - top) as f64).exp()).sum()
+        };
+        let mut keep = k;
         if p.top_p < 1.0 {
             let mut acc = 0.0;
-            let mut keep = cands.len();
-            for (i, pr) in probs.iter().enumerate() {
-                acc += pr;
-                if acc >= p.top_p {
-                    keep = i + 1;
+            let mut i = 0;
+            while i < k {
+                acc += ((logits[order.nth(i) as usize] - top) as f64).exp() / z1;
+                i += 1;
+                if acc >= p.top_p as f64 {
+                    keep = i;
                     break;
                 }
             }
-            cands.truncate(keep.max(1));
         }
         if p.min_p > 0.0 {
-            let top = probs[0];
-            let keep = probs.iter().take(cands.len()).take_while(|&&pr| pr >= p.min_p * top).count();
-            cands.truncate(keep.max(1));
+            // p >= min_p · p_top  ⇔  logit >= top + ln(min_p): a prefix of the order
+            let floor = top + p.min_p.ln();
+            let count = logits.iter().filter(|&&l| l >= floor).count();
+            keep = keep.min(count.max(1));
         }
-        for c in cands.iter_mut() {
-            c.1 /= p.temperature;
-        }
-        let probs = softmax_of(&cands);
-        let u: f32 = self.rng.gen();
+        // the draw at temperature T over the kept prefix
+        let t = p.temperature as f64;
+        let weight = |l: f32| (((l - top) as f64) / t).exp();
+        let z: f64 = if keep == n {
+            logits.iter().map(|&l| weight(l)).sum()
+        } else {
+            order.prefix(keep).iter().map(|&tok| weight(logits[tok as usize])).sum()
+        };
+        let target = self.rng.gen::<f64>() * z;
         let mut acc = 0.0;
-        for (i, pr) in probs.iter().enumerate() {
-            acc += pr;
-            if u < acc {
-                return Ok(cands[i].0);
+        for i in 0..keep {
+            let tok = order.nth(i);
+            acc += weight(logits[tok as usize]);
+            if target < acc {
+                return Ok(tok);
             }
         }
-        Ok(cands[cands.len() - 1].0)
+        Ok(order.nth(keep - 1))
     }
 }
 
-/// Index of the largest logit (first on ties, like llama.cpp's greedy sampler).
+/// Token ids in descending logit order (ties: lower id first), sorted lazily: only as far as
+/// asked, in growing chunks.
+struct Descending<'a> {
+    logits: &'a [f32],
+    idx: Vec<u32>,
+    sorted: usize,
+}
+
+impl<'a> Descending<'a> {
+    fn new(logits: &'a [f32]) -> Self {
+        Self { logits, idx: (0..logits.len() as u32).collect(), sorted: 0 }
+    }
+
+    /// The `i`-th most likely token (`i` < vocabulary size).
+    fn nth(&mut self, i: usize) -> u32 {
+        if i >= self.sorted {
+            let want = (i + 1).max(self.sorted * 4).max(64);
+            self.prefix(want);
+        }
+        self.idx[i]
+    }
+
+    /// The `m` most likely tokens, best first.
+    fn prefix(&mut self, m: usize) -> &[u32] {
+        let m = m.min(self.idx.len());
+        if m > self.sorted {
+            let logits = self.logits;
+            let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+            let rest = &mut self.idx[self.sorted..];
+            let want = m - self.sorted;
+            if want < rest.len() {
+                rest.select_nth_unstable_by(want - 1, cmp);
+            }
+            rest[..want].sort_unstable_by(cmp);
+            self.sorted = m;
+        }
+        &self.idx[..m]
+    }
+}
+
+/// Index of the largest logit (first on ties, like llama.cpp's greedy sampler; NaN never
+/// wins). Two vectorisable passes: the maximum over 16 lanes, then its first position.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
         }
     }
-    best as u32
+    let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for &x in tail {
+        max = if x > max { x } else { max };
+    }
+    logits.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 /// The `k` largest logits as `(token, logit)`, sorted from largest.
@@ -162,19 +233,18 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     idx.into_iter().map(|i| (i, logits[i as usize])).collect()
 }
 
+/// log Σ exp(logits), numerically stable.
+pub fn logsumexp(logits: &[f32]) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln()
+}
+
 /// Numerically stable log-softmax of one row.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
     let lse = max + sum.ln();
     logits.iter().map(|&l| l - lse).collect()
-}
-
-fn softmax_of(cands: &[(u32, f32)]) -> Vec<f32> {
-    let max = cands.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = cands.iter().map(|c| (c.1 - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
 }
 
 /// llama.cpp's repetition penalty over the last `last_n` tokens.
@@ -251,6 +321,55 @@ mod tests {
         assert!(e.to_string().contains("temperature"));
         let e = Sampler::new(SamplingParams { top_p: 0.0, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("top_p"));
+    }
+
+    #[test]
+    fn argmax_first_of_ties_and_ignores_nan() {
+        let mut l = vec![0.0f32; 100];
+        l[37] = 5.0;
+        l[70] = 5.0;
+        l[3] = f32::NAN;
+        assert_eq!(argmax(&l), 37);
+        assert_eq!(argmax(&[1.0, 2.0, 2.0]), 1);
+        assert_eq!(argmax(&[-3.0; 40]), 0);
+    }
+
+    #[test]
+    fn lazy_order_matches_a_full_sort() {
+        let logits: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 997) as f32 / 97.0).collect();
+        let mut full: Vec<u32> = (0..5000).collect();
+        full.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
+        let mut d = Descending::new(&logits);
+        for i in [0usize, 1, 63, 64, 300, 4999] {
+            assert_eq!(d.nth(i), full[i], "position {i}");
+        }
+        assert_eq!(d.prefix(5000), &full[..]);
+    }
+
+    #[test]
+    fn draws_follow_the_distribution() {
+        // probabilities 0.5 / 0.25 / 0.125 / 0.125 at temperature 1, over a large vocabulary
+        // of negligible tokens: the lazy order must reach the tail ranks
+        let mut logits = vec![-60.0f32; 10_000];
+        let (a, b, c, d) = (9000u32, 12u32, 4000u32, 7777u32);
+        logits[a as usize] = 3.0 * std::f32::consts::LN_2;
+        logits[b as usize] = 2.0 * std::f32::consts::LN_2;
+        logits[c as usize] = std::f32::consts::LN_2;
+        logits[d as usize] = std::f32::consts::LN_2;
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, seed: 7, ..Default::default() }).unwrap();
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..4000 {
+            *counts.entry(s.sample(&logits, &[]).unwrap()).or_insert(0usize) += 1;
+        }
+        let frac = |t: u32| *counts.get(&t).unwrap_or(&0) as f64 / 4000.0;
+        assert!((frac(a) - 0.5).abs() < 0.04, "{counts:?}");
+        assert!((frac(b) - 0.25).abs() < 0.04, "{counts:?}");
+        assert!((frac(c) - 0.125).abs() < 0.03 && (frac(d) - 0.125).abs() < 0.03, "{counts:?}");
+        // top_p 0.7 keeps the two best; top_k 1 is greedy
+        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_p: 0.7, seed: 7, ..Default::default() }).unwrap();
+        assert!((0..500).all(|_| [a, b].contains(&s.sample(&logits, &[]).unwrap())));
+        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() }).unwrap();
+        assert_eq!(s.sample(&logits, &[]).unwrap(), a);
     }
 
     #[test]

@@ -20,7 +20,10 @@ use crate::{Error, Result};
 const QK: usize = 32;
 const TILE: usize = 16;
 /// Activation rows processed per pass over a weight tile.
-pub const ROWS_PER_PASS: usize = 4;
+pub const ROWS_PER_PASS: usize = 8;
+/// How far ahead of the block being multiplied the weights are prefetched, in blocks (about
+/// 8 KiB: a bit under two tiles of a 640-wide matrix).
+const PREFETCH_BLOCKS: usize = 16;
 
 /// One 32-value block of 16 rows: `qs[g][row][j]` = weight value `4g + j` of `row`, + 128,
 /// and the 16 row scales as f16 bits (544 bytes: the same as the Q8_0 blocks it replaces).
@@ -120,47 +123,52 @@ impl PackedQ8 {
         let kb = self.k / QK;
         let tiles = self.n.div_ceil(TILE);
         let n = self.n;
-        // tile-major output so threads write disjoint chunks; transposed into dst after
-        let mut tiled = vec![0f32; tiles * m * TILE];
-        let tiled_ptr = tiled.as_mut_ptr() as usize;
+        let mut dst = vec![0f32; m * n];
+        let dst_ptr = dst.as_mut_ptr() as usize;
         // candle's persistent pool: the same threads candle's own matmuls use, so the two
         // never oversubscribe the cores.
         candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
             for t in range {
-                let blocks = &self.blocks[t * kb..(t + 1) * kb];
-                // SAFETY: each tile index is handed to exactly one worker, and tile `t` owns
-                // the disjoint output range [t*m*TILE, (t+1)*m*TILE).
-                let out = unsafe { std::slice::from_raw_parts_mut((tiled_ptr as *mut f32).add(t * m * TILE), m * TILE) };
+                let width = TILE.min(n - t * TILE);
+                // a last tile narrower than 16 outputs goes through a scratch buffer
+                let mut scratch = [0f32; TILE * ROWS_PER_PASS];
                 let mut r0 = 0;
                 while r0 < m {
                     let rows = (m - r0).min(ROWS_PER_PASS);
-                    // SAFETY: `available()` was checked when the weights were packed.
+                    let (out, stride) = if width == TILE {
+                        // SAFETY: tile `t` writes columns [16t, 16t+16) of rows r0..r0+rows,
+                        // inside dst (m x n) and disjoint from every other tile's columns.
+                        (unsafe { (dst_ptr as *mut f32).add(r0 * n + t * TILE) }, n)
+                    } else {
+                        (scratch.as_mut_ptr(), TILE)
+                    };
+                    // SAFETY: `available()` was checked when the weights were packed; `out`
+                    // has `rows` rows of 16 floats at `stride`.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        tile_kernel(blocks, &act, r0, rows, &mut out[r0 * TILE..(r0 + rows) * TILE])
+                        tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, r0 == 0, out, stride)
                     };
+                    if width < TILE {
+                        for r in 0..rows {
+                            // SAFETY: row r0+r, columns [16t, 16t+width) of dst, owned by tile t.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    scratch.as_ptr().add(r * TILE),
+                                    (dst_ptr as *mut f32).add((r0 + r) * n + t * TILE),
+                                    width,
+                                )
+                            };
+                        }
+                    }
                     r0 += rows;
                 }
             }
         });
-        if m == 1 {
-            // tile-major and row-major coincide for a single row
-            tiled.truncate(n);
-            return Ok(tiled);
-        }
-        let mut dst = vec![0f32; m * n];
-        for t in 0..tiles {
-            let width = TILE.min(n - t * TILE);
-            for r in 0..m {
-                let src = &tiled[t * m * TILE + r * TILE..][..width];
-                dst[r * n + t * TILE..][..width].copy_from_slice(src);
-            }
-        }
         Ok(dst)
     }
 }
 
-/// Activations quantized to Q8_0 (ggml's rounding, f16 scales), with per-block sums for the
+/// Activations quantized to Q8_0 (ggml's AVX arithmetic, f16 scales), with per-block sums for the
 /// +128 weight offset correction.
 struct QuantizedRows {
     qs: Vec<i8>,
@@ -179,10 +187,12 @@ impl QuantizedRows {
         for (bi, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
             let scale = amax / 127.0;
-            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            // ggml's AVX quantizer: multiply by 127/amax, round half to even
+            let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
             let mut s = 0i32;
             for (qv, &v) in q.iter_mut().zip(xs) {
-                *qv = (v * inv).round() as i8;
+                // |v * inv| <= 127: adding 1.5 * 2^23 rounds to an integer, half to even
+                *qv = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
                 s += *qv as i32;
             }
             d[bi] = f16::from_f32(scale).to_f32();
@@ -192,28 +202,74 @@ impl QuantizedRows {
     }
 }
 
-/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over a weight tile.
+/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over the weight tile whose
+/// `kb` blocks start at `blocks[first]`; `prefetch` asks it to pull upcoming tiles into cache.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_kernel(blocks: &[TileBlock], act: &QuantizedRows, r0: usize, rows: usize, out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_kernel(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &QuantizedRows,
+    r0: usize,
+    rows: usize,
+    prefetch: bool,
+    out: *mut f32,
+    stride: usize,
+) {
+    let a = (blocks, first, kb, act, r0, prefetch, (out, stride));
     match rows {
-        1 => tile_pass::<1>(blocks, act, r0, out),
-        2 => tile_pass::<2>(blocks, act, r0, out),
-        3 => tile_pass::<3>(blocks, act, r0, out),
-        _ => tile_pass::<4>(blocks, act, r0, out),
+        1 => tile_pass::<1>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        2 => tile_pass::<2>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        3 => tile_pass::<3>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        4 => tile_pass::<4>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        5 => tile_pass::<5>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        6 => tile_pass::<6>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        7 => tile_pass::<7>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        _ => tile_pass::<8>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
     }
 }
 
-/// `R` activation rows against one 16-row weight tile. Each row keeps two integer
-/// accumulators (even / odd 4-value groups) so the `vpdpbusd` chains are short and
-/// independent; the weight vectors of a block are loaded once for all `R` rows.
+/// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
+/// `out + r * stride`. Each weight vector of a block is
+/// loaded once for all `R` rows. With few rows each row keeps two integer accumulators
+/// (even / odd 4-value groups) so the `vpdpbusd` dependency chains stay short; from 4 rows
+/// on the rows themselves are independent chains enough. Integer sums are exact, so the split
+/// changes no result bit: a row's output does not depend on `R` or on the other rows.
+///
+/// Weights stream from memory (a 262k-row output layer is 178 MB), and with several rows the
+/// loop is busy enough that the hardware prefetcher falls behind: each block prefetches the
+/// block [`PREFETCH_BLOCKS`] ahead (only on a tile's first pass; later passes hit L1).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_pass<const R: usize>(blocks: &[TileBlock], act: &QuantizedRows, r0: usize, out: &mut [f32]) {
+unsafe fn tile_pass<const R: usize>(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &QuantizedRows,
+    r0: usize,
+    prefetch: bool,
+    (out, stride): (*mut f32, usize),
+) {
     use std::arch::x86_64::*;
+    let split = R < 4;
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
-    for (b, blk) in blocks.iter().enumerate() {
+    let base = blocks.as_ptr();
+    let end = blocks.len();
+    for b in 0..kb {
+        let blk = &*base.add(first + b);
+        if prefetch {
+            let ahead = first + b + PREFETCH_BLOCKS;
+            if ahead < end {
+                let p = base.add(ahead) as *const i8;
+                // 544 bytes: 9 cache lines
+                for line in 0..9 {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
+                }
+            }
+        }
         let wp = blk.qs.as_ptr() as *const __m512i;
         let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
         let mut even = [_mm512_setzero_si512(); R];
@@ -226,19 +282,25 @@ unsafe fn tile_pass<const R: usize>(blocks: &[TileBlock], act: &QuantizedRows, r
             let w0 = _mm512_loadu_si512(wp.add(g));
             let w1 = _mm512_loadu_si512(wp.add(g + 1));
             for r in 0..R {
-                even[r] = _mm512_dpbusd_epi32(even[r], w0, _mm512_set1_epi32(ap[r].add(g).read_unaligned()));
-                odd[r] = _mm512_dpbusd_epi32(odd[r], w1, _mm512_set1_epi32(ap[r].add(g + 1).read_unaligned()));
+                if split {
+                    even[r] = _mm512_dpbusd_epi32(even[r], w0, _mm512_set1_epi32(ap[r].add(g).read_unaligned()));
+                    odd[r] = _mm512_dpbusd_epi32(odd[r], w1, _mm512_set1_epi32(ap[r].add(g + 1).read_unaligned()));
+                } else {
+                    even[r] = _mm512_dpbusd_epi32(even[r], w0, _mm512_set1_epi32(ap[r].add(g).read_unaligned()));
+                    even[r] = _mm512_dpbusd_epi32(even[r], w1, _mm512_set1_epi32(ap[r].add(g + 1).read_unaligned()));
+                }
             }
         }
         for r in 0..R {
             let bi = (r0 + r) * act.kb + b;
-            let s = _mm512_sub_epi32(_mm512_add_epi32(even[r], odd[r]), _mm512_set1_epi32(128 * act.sums[bi]));
+            let sum = if split { _mm512_add_epi32(even[r], odd[r]) } else { even[r] };
+            let s = _mm512_sub_epi32(sum, _mm512_set1_epi32(128 * act.sums[bi]));
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi]));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
         }
     }
     for (r, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.as_mut_ptr().add(r * TILE), *a);
+        _mm512_storeu_ps(out.add(r * stride), *a);
     }
 }
 

@@ -1,11 +1,21 @@
 //! Self-attention of one layer over the search KV cache: the shared prefix is attended by all
 //! rows with a single matmul (rows folded into the query dimension), the per-row suffix with a
 //! batched matmul; one softmax over both, masks from [`crate::kv_cache::StepInfo`].
+//!
+//! On CPU, steps of at most [`FAST_MAX_T`] new tokens per row (decoding, lookahead) take a
+//! direct path instead: q/k norms, RoPE and the attention itself run on the fused q/k/v
+//! matmul's output rows ([`crate::kernels::attention`]), with no intermediate tensors.
+
+/// Widest step (new tokens per row) the direct CPU path takes; prefill chunks go through
+/// candle's batched matmuls.
+pub const FAST_MAX_T: usize = 8;
 
 use candle_core::Tensor;
 
+use crate::kernels::attention::{attend, rope_interleaved, rope_neox, AttnShape, PrefixKv, SuffixKv};
+use crate::kernels::CpuSlice;
 use crate::kv_cache::{KvCache, StepInfo};
-use crate::model::config::ModelConfig;
+use crate::model::config::{ModelConfig, RopeStyle};
 use crate::model::layers::{apply_rope, merge_heads, softmax_last, split_heads, Linear, Projections, RmsNorm};
 use crate::{Error, Result};
 
@@ -59,6 +69,9 @@ impl Attention {
         x: &Tensor,
         groups: &mut [AttnGroup<'_, '_>],
     ) -> Result<Tensor> {
+        if let Some(out) = self.forward_direct(cfg, layer, local, x, groups)? {
+            return Ok(out);
+        }
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let qkv = self.qkv.forward(x)?;
         let mut q = split_heads(&qkv[0].contiguous()?, hq, d)?;
@@ -78,6 +91,104 @@ impl Attention {
         }
         let out = if outs.len() == 1 { outs.pop().expect("one group") } else { Tensor::cat(&outs, 0)? };
         self.o.forward(&out)
+    }
+
+    /// The direct CPU path (see the module documentation); `None` where it does not apply.
+    fn forward_direct(
+        &self,
+        cfg: &ModelConfig,
+        layer: usize,
+        local: bool,
+        x: &Tensor,
+        groups: &mut [AttnGroup<'_, '_>],
+    ) -> Result<Option<Tensor>> {
+        let (rows_total, t, _) = x.dims3()?;
+        if !x.device().is_cpu() || t > FAST_MAX_T || !self.qkv.is_fused() {
+            return Ok(None);
+        }
+        let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
+        let Some((y, widths)) = self.qkv.forward_flat(x)? else { return Ok(None) };
+        if widths != [hq * d, hkv * d, hkv * d] || hkv == 0 || hq % hkv != 0 {
+            return Err(Error::invalid(format!("q/k/v widths {widths:?} do not match {hq}/{hkv} heads of {d}")));
+        }
+        let tokens = rows_total * t;
+        let (qw, kw) = (hq * d, hkv * d);
+        let mut q = Vec::with_capacity(tokens * qw);
+        let mut k = Vec::with_capacity(tokens * kw);
+        let mut v = Vec::with_capacity(tokens * kw);
+        for tok in y.chunks_exact(qw + 2 * kw) {
+            q.extend_from_slice(&tok[..qw]);
+            k.extend_from_slice(&tok[qw..qw + kw]);
+            v.extend_from_slice(&tok[qw + kw..]);
+        }
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q.chunks_exact_mut(qn.width()).for_each(|h| qn.normalize(h));
+            k.chunks_exact_mut(kn.width()).for_each(|h| kn.normalize(h));
+        }
+        let rope = match cfg.rope_style {
+            RopeStyle::Neox => rope_neox,
+            RopeStyle::Interleaved => rope_interleaved,
+        };
+        let scale = cfg.attn_scale as f32;
+        let half = d / 2;
+        let mut out = vec![0f32; tokens * qw];
+        let mut off = 0;
+        for g in groups.iter_mut() {
+            let inp = if local { &g.local } else { &g.global };
+            let rows = g.rows;
+            {
+                let (cos, sin) = match (CpuSlice::of(inp.cos), CpuSlice::of(inp.sin)) {
+                    (Some(c), Some(s)) => (c, s),
+                    _ => return Err(Error::invalid("RoPE tables are not contiguous f32 on CPU")),
+                };
+                let (cos, sin) = (cos.get(), sin.get());
+                for i in 0..rows * t {
+                    let (c, s) = (&cos[i * half..][..half], &sin[i * half..][..half]);
+                    let tok = off * t + i;
+                    for h in q[tok * qw..][..qw].chunks_exact_mut(d) {
+                        rope(h, c, s);
+                        h.iter_mut().for_each(|a| *a *= scale);
+                    }
+                    for h in k[tok * kw..][..kw].chunks_exact_mut(d) {
+                        rope(h, c, s);
+                    }
+                }
+            }
+            // the cache takes keys/values head-major: [rows, hkv, t, d]
+            let head_major = |src: &[f32]| -> Vec<f32> {
+                let mut dst = vec![0f32; rows * t * kw];
+                for r in 0..rows {
+                    for j in 0..t {
+                        for h in 0..hkv {
+                            let from = ((r * t + j) * hkv + h) * d;
+                            let to = ((r * hkv + h) * t + j) * d;
+                            dst[to..to + d].copy_from_slice(&src[from..from + d]);
+                        }
+                    }
+                }
+                dst
+            };
+            let span = off * t * kw..(off + rows) * t * kw;
+            let kt = Tensor::from_vec(head_major(&k[span.clone()]), (rows, hkv, t, d), x.device())?;
+            let vt = Tensor::from_vec(head_major(&v[span]), (rows, hkv, t, d), x.device())?;
+            g.cache.write_layer(layer, inp.step, &kt, &vt)?;
+
+            let st = g.cache.layer_storage(layer);
+            let prefix = kv_view(st.prefix)?;
+            let suffix = kv_view(st.suffix)?;
+            let mask = CpuSlice::of(inp.mask).ok_or_else(|| Error::invalid("attention mask is not contiguous f32 on CPU"))?;
+            attend(
+                &q[off * t * qw..(off + rows) * t * qw],
+                prefix.as_ref().map(|(k, v)| PrefixKv { k: k.get(), v: v.get(), len: st.prefix_len }),
+                suffix.as_ref().map(|(k, v)| SuffixKv { k: k.get(), v: v.get(), cap: st.cap, used: st.used }),
+                mask.get(),
+                AttnShape { rows, t, hq, hkv, d },
+                &mut out[off * t * qw..(off + rows) * t * qw],
+            );
+            off += rows;
+        }
+        let out = Tensor::from_vec(out, (rows_total, t, qw), x.device())?;
+        Ok(Some(self.o.forward(&out)?))
     }
 
     /// Attention of one cache's rows: `q` `[b, hq, t, d]`, `k`/`v` `[b, hkv, t, d]` (before
@@ -143,5 +254,16 @@ impl Attention {
         }
         let out = out.ok_or_else(|| Error::invalid("attention over an empty cache"))?;
         merge_heads(&out.reshape((b, hq, t, d))?)
+    }
+}
+
+/// Direct views of a key/value pair of tensors.
+fn kv_view<'a>(t: Option<(&'a Tensor, &'a Tensor)>) -> Result<Option<(CpuSlice<'a>, CpuSlice<'a>)>> {
+    match t {
+        None => Ok(None),
+        Some((a, b)) => match (CpuSlice::of(a), CpuSlice::of(b)) {
+            (Some(a), Some(b)) => Ok(Some((a, b))),
+            _ => Err(Error::invalid("KV cache is not contiguous f32 on CPU")),
+        },
     }
 }

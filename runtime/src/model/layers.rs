@@ -68,14 +68,18 @@ impl Matmul {
     }
 }
 
-/// `x[.., k]` through a packed weight, on CPU.
-fn packed_forward(p: &PackedQ8, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let k = *dims.last().ok_or_else(|| crate::Error::invalid("matmul input has no dimensions"))?;
+/// `x[.., k]` through a packed weight, on CPU: the output rows, row-major.
+fn packed_flat(p: &PackedQ8, x: &Tensor) -> Result<Vec<f32>> {
+    let k = *x.dims().last().ok_or_else(|| crate::Error::invalid("matmul input has no dimensions"))?;
     let m = x.elem_count() / k.max(1);
     let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    let y = p.matmul(&flat, m)?;
-    let mut out_dims = dims;
+    p.matmul(&flat, m)
+}
+
+/// `x[.., k]` through a packed weight, on CPU.
+fn packed_forward(p: &PackedQ8, x: &Tensor) -> Result<Tensor> {
+    let y = packed_flat(p, x)?;
+    let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("non-empty dims") = p.n();
     Ok(Tensor::from_vec(y, out_dims, x.device())?.to_dtype(x.dtype())?)
 }
@@ -164,6 +168,20 @@ impl Projections {
         Ok(Self { fused: None, parts })
     }
 
+    /// When fused: every projection's output side by side, row-major `[rows, Σ widths]`, and
+    /// the widths. `None` when the projections run separately.
+    pub fn forward_flat(&self, x: &Tensor) -> Result<Option<(Vec<f32>, &[usize])>> {
+        match &self.fused {
+            Some((p, widths)) => Ok(Some((packed_flat(p, x)?, widths.as_slice()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the projections run as one fused packed matmul ([`Projections::forward_flat`]).
+    pub fn is_fused(&self) -> bool {
+        self.fused.is_some()
+    }
+
     /// One output per projection, in the order loaded.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match &self.fused {
@@ -186,6 +204,8 @@ impl Projections {
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
+    /// The scale as plain values, for the CPU path.
+    w: Vec<f32>,
     eps: f32,
 }
 
@@ -193,7 +213,8 @@ impl RmsNorm {
     /// Load the scale tensor `name` (as f32), with `eps` added to the mean square.
     pub fn load(f: &mut GgufFile, name: &str, device: &Device, eps: f64) -> Result<Self> {
         let weight = f.tensor(name, device)?.dequantize(device)?.to_dtype(DType::F32)?;
-        Ok(Self { weight, eps: eps as f32 })
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Self { weight, w, eps: eps as f32 })
     }
 
     /// Normalise `x` over its last dimension, then multiply by the scale (on CPU in f32, with
@@ -202,20 +223,27 @@ impl RmsNorm {
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?);
         }
-        // ggml's arithmetic: sum of squares in f64, scale = 1/sqrt(mean + eps) in f32, then
-        // the weight multiply.
-        let w = self.weight.to_vec1::<f32>()?;
-        let d = w.len();
         let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-        for row in v.chunks_exact_mut(d) {
-            let sum: f64 = row.iter().map(|&a| (a * a) as f64).sum();
-            let mean = (sum / d as f64) as f32;
-            let scale = 1.0 / (mean + self.eps).sqrt();
-            for (a, &wi) in row.iter_mut().zip(&w) {
-                *a = (*a * scale) * wi;
-            }
+        for row in v.chunks_exact_mut(self.w.len()) {
+            self.normalize(row);
         }
         Ok(Tensor::from_vec(v, x.shape(), x.device())?)
+    }
+
+    /// Normalise one row in place (its length must be the scale's), with ggml's arithmetic:
+    /// sum of squares in f64, scale = 1/sqrt(mean + eps) in f32, then the weight multiply.
+    pub fn normalize(&self, row: &mut [f32]) {
+        let sum: f64 = row.iter().map(|&a| (a * a) as f64).sum();
+        let mean = (sum / row.len() as f64) as f32;
+        let scale = 1.0 / (mean + self.eps).sqrt();
+        for (a, &wi) in row.iter_mut().zip(&self.w) {
+            *a = (*a * scale) * wi;
+        }
+    }
+
+    /// Width of the rows it normalises.
+    pub fn width(&self) -> usize {
+        self.w.len()
     }
 }
 

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod batcher;
 pub mod config;
 pub mod layers;
+pub mod mlp;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::gguf::GgufFile;
 use crate::kv_cache::{CacheShape, KvCache};
 use attention::{AttnGroup, AttnInputs, Attention};
 use layers::{load_qtensor, Linear, Projections, RmsNorm, Rope};
+use mlp::Mlp;
 pub use layers::WeightMode;
 
 use crate::{Error, Result};
@@ -81,12 +83,6 @@ pub struct ForwardOutput {
     pub logits: Option<Tensor>,
     /// Final normalised hidden state of each row's last new token: `[rows, hidden]`.
     pub hidden: Tensor,
-}
-
-#[derive(Clone)]
-struct Mlp {
-    gate_up: Projections,
-    down: Linear,
 }
 
 #[derive(Clone)]
@@ -366,12 +362,7 @@ impl Model {
             }
             x = (x + h)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let gu = layer.mlp.gate_up.forward(&h)?;
-            let act = match self.cfg.activation {
-                Activation::GeluTanh => (gu[0].gelu()? * &gu[1])?,
-                Activation::Silu => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
-            };
-            let mut h = layer.mlp.down.forward(&act)?;
+            let mut h = layer.mlp.forward(&h, self.cfg.activation)?;
             if let Some(n) = &layer.post_ffn_norm {
                 h = n.forward(&h)?;
             }
