@@ -1,5 +1,5 @@
 //! Trade-off control on the real model: DeAL over a two-head weight vector (sentiment vs.
-//! brevity), swept over 5 settings; each head's mean normalised score must move
+//! brevity), swept over 5 settings on 24 prompts; each head's mean normalised score must move
 //! monotonically with its weight (Spearman ρ against the weight, printed with `--nocapture`).
 
 mod common;
@@ -20,6 +20,18 @@ const PROMPTS: &[&str] = &[
     "The hotel room was",
     "Feedback on the team meeting:",
     "The movie we watched on Friday",
+    "My neighbour's new dog",
+    "The train ride home tonight",
+    "Notes from the school concert:",
+    "The coffee at the station",
+    "Our garden this spring",
+    "The update to the app",
+    "A letter to the city council about the park:",
+    "The concert last night",
+    "The service at the bank today",
+    "My review of the hiking boots:",
+    "The museum visit with the kids",
+    "The new bakery on our street",
 ];
 
 #[test]
@@ -56,7 +68,9 @@ fn weights_steer_sentiment_against_length() {
     let (rho_s, rho_l) = (spearman(&weights, &sent), spearman(&w_len, &len));
     println!("Spearman rho: sentiment {rho_s:.3}, length {rho_l:.3}");
     // monotonic (never moving against its weight; a tie between neighbours is allowed) and a
-    // real swing (measured: sentiment 0.536 -> 0.782, length 0.701 -> 0.326, rho 1.0 / 0.975)
+    // real swing. Measured over 24 prompts: sentiment 0.619 -> 0.802, length 0.618 -> 0.302,
+    // rho 1.0 / 1.0. (With 12 prompts one neighbour pair of the length score swapped by 0.03
+    // after an engine change that moved float rounding: too few prompts to average the noise.)
     let monotonic = |v: &[f64]| v.windows(2).all(|p| p[1] >= p[0] - 1e-9);
     let len_by_weight: Vec<f64> = len.iter().rev().copied().collect();
     assert!(monotonic(&sent) && sent[4] - sent[0] > 0.15, "sentiment does not follow its weight: rho {rho_s:.3} ({sent:?})");

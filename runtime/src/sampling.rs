@@ -8,6 +8,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::kernels::math::exp_nonpositive;
 use crate::{Error, Result};
 
 /// Sampling settings. `temperature == 0` means greedy (filters then don't matter).
@@ -113,17 +114,17 @@ impl Sampler {
         let top = logits[order.nth(0) as usize];
         // probabilities at temperature 1 over the top-k, for the top-p / min-p filters
         // (llama.cpp's order)
-        let z1: f64 = if k == n {
-            logits.iter().map(|&l| ((l - top) as f64).exp()).sum()
-        } else {
-            order.prefix(k).iter().map(|&t| ((logits[t as usize] - top) as f64).exp()).sum()
-        };
         let mut keep = k;
         if p.top_p < 1.0 {
+            let z1: f64 = if k == n {
+                sum_exp(logits, top, 1.0)
+            } else {
+                order.prefix(k).iter().map(|&t| exp_nonpositive(logits[t as usize] - top) as f64).sum()
+            };
             let mut acc = 0.0;
             let mut i = 0;
             while i < k {
-                acc += ((logits[order.nth(i) as usize] - top) as f64).exp() / z1;
+                acc += exp_nonpositive(logits[order.nth(i) as usize] - top) as f64 / z1;
                 i += 1;
                 if acc >= p.top_p as f64 {
                     keep = i;
@@ -138,10 +139,10 @@ impl Sampler {
             keep = keep.min(count.max(1));
         }
         // the draw at temperature T over the kept prefix
-        let t = p.temperature as f64;
-        let weight = |l: f32| (((l - top) as f64) / t).exp();
+        let inv_t = 1.0 / p.temperature;
+        let weight = |l: f32| exp_nonpositive((l - top) * inv_t) as f64;
         let z: f64 = if keep == n {
-            logits.iter().map(|&l| weight(l)).sum()
+            sum_exp(logits, top, inv_t)
         } else {
             order.prefix(keep).iter().map(|&tok| weight(logits[tok as usize])).sum()
         };
@@ -156,6 +157,24 @@ impl Sampler {
         }
         Ok(order.nth(keep - 1))
     }
+}
+
+/// Σ e^((l - top)·scale) over all logits (`top` is their maximum): 16 f32 lanes of
+/// vectorised exponentials, lane sums in f64.
+fn sum_exp(logits: &[f32], top: f32, scale: f32) -> f64 {
+    let mut total = 0f64;
+    for chunk in logits.chunks(4096) {
+        let mut lanes = [0f32; 16];
+        let blocks = chunk.chunks_exact(16);
+        let tail: f64 = blocks.remainder().iter().map(|&l| exp_nonpositive((l - top) * scale) as f64).sum();
+        for b in blocks {
+            for i in 0..16 {
+                lanes[i] += exp_nonpositive((b[i] - top) * scale);
+            }
+        }
+        total += lanes.iter().map(|&x| x as f64).sum::<f64>() + tail;
+    }
+    total
 }
 
 /// Token ids in descending logit order (ties: lower id first), sorted lazily: only as far as

@@ -73,7 +73,11 @@ fn llama_cpp_greedy_tokens_are_our_top1_up_to_near_ties() {
         worst = worst.max(w);
     }
     eprintln!("teacher-forced: {exact}/{positions} positions identical top-1, largest gap {worst:.3}");
-    assert!(exact * 100 >= positions * 95, "only {exact}/{positions} positions agree");
+    // Measured: 372/384 with the file's K-quant weights, 362-366 with them re-quantized to
+    // Q8_0 (the default; the count moves by a few positions whenever float rounding moves,
+    // e.g. the activation quantizer's 1/d versus 127/amax). The gap bound above is the bug
+    // detector; this floor only catches wholesale drift.
+    assert!(exact * 100 >= positions * 93, "only {exact}/{positions} positions agree");
 }
 
 /// Free-running greedy decoding: once a near tie flips, the two texts diverge for good (each

@@ -1,8 +1,10 @@
 //! Hand-written CPU kernels for the hot paths, where candle's generic path leaves speed on the
 //! table: the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
-//! cannot run, so callers fall back to candle) and decode-step attention on plain slices.
+//! cannot run, so callers fall back to candle), decode-step attention on plain slices, and
+//! vectorisable scalar math.
 
 pub mod attention;
+pub mod math;
 pub mod q8_0;
 
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
