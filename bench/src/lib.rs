@@ -10,11 +10,14 @@
 //! - [`search`]: wall time per committed token of every search controller vs. greedy, and of
 //!   `deal` vs. a naive implementation of the same search (rows one at a time, the prefix
 //!   recomputed every step).
+//! - [`kernel`]: our batched Q8_0 matmul vs candle's on the model's weight shapes, and what
+//!   `m` rows cost relative to one.
 //! - [`heads`]: each reward head's cost for a batch of candidates vs one decode step of as
 //!   many rows (`deal heads bench`).
 
 pub mod concurrent;
 pub mod decode;
 pub mod heads;
+pub mod kernel;
 pub mod llamacpp;
 pub mod search;

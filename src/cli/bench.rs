@@ -13,6 +13,24 @@ pub enum BenchCommand {
     Search(super::bench_search::Args),
     /// Concurrent searches (as concurrent server requests) vs the same searches one after another.
     Concurrent(ConcurrentArgs),
+    /// Our batched Q8_0 matmul vs candle's on the model's weight shapes, at several row counts.
+    Kernel(KernelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KernelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Activation row counts, comma separated (the first should be 1: the cost ratios are
+    /// relative to it).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    pub rows: Vec<usize>,
+    /// Seconds spent timing each (shape, rows) point, per implementation.
+    #[arg(long, default_value_t = 0.3)]
+    pub secs: f64,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -53,7 +71,31 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Decode(a) => decode_bench(a),
         BenchCommand::Search(a) => super::bench_search::run(a),
         BenchCommand::Concurrent(a) => concurrent_bench(a),
+        BenchCommand::Kernel(a) => kernel_bench(a),
     }
+}
+
+fn kernel_bench(a: KernelArgs) -> anyhow::Result<()> {
+    if a.rows.is_empty() || a.rows.contains(&0) || !(a.secs > 0.0 && a.secs.is_finite()) {
+        anyhow::bail!("--rows must be positive counts and --secs a positive number");
+    }
+    let engine = a.model.load()?;
+    let cfg = engine.model().config().clone();
+    drop(engine);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    eprintln!("deal bench kernel: {} weight shapes, {threads} threads; ours vs candle's Q8_0 QMatMul", cfg.arch_name);
+    let points = deal_bench::kernel::run(&cfg, &a.rows, a.secs)?;
+    println!("{:>9} {:>7} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10}", "weight", "n", "k", "rows", "ours ms", "candle ms", "speedup", "GMAC/s", "vs 1 row");
+    for p in &points {
+        println!(
+            "{:>9} {:>7} {:>5} {:>5} {:>10.3} {:>10.3} {:>7.2}x {:>8.1} {:>9.2}x",
+            p.weight, p.n, p.k, p.rows, p.ours_ms, p.candle_ms, p.speedup, p.gmacs, p.cost_vs_one_row
+        );
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&points)?)?;
+    }
+    Ok(())
 }
 
 fn concurrent_bench(a: ConcurrentArgs) -> anyhow::Result<()> {

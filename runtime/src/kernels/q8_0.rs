@@ -189,17 +189,51 @@ impl QuantizedRows {
             let scale = amax / 127.0;
             // ggml's AVX quantizer: multiply by 127/amax, round half to even
             let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            let mut s = 0i32;
-            for (qv, &v) in q.iter_mut().zip(xs) {
-                // |v * inv| <= 127: adding 1.5 * 2^23 rounds to an integer, half to even
-                *qv = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
-                s += *qv as i32;
-            }
+            #[cfg(target_arch = "x86_64")]
+            let s = if available() {
+                // SAFETY: AVX-512F/BW present (checked at run time); both slices hold 32 values.
+                unsafe { quantize_block_avx512(xs, inv, q) }
+            } else {
+                quantize_block(xs, inv, q)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let s = quantize_block(xs, inv, q);
             d[bi] = f16::from_f32(scale).to_f32();
             sums[bi] = s;
         }
         Self { qs, d, sums, kb, k }
     }
+}
+
+/// Quantize one block with the multiplier `inv`; returns the sum of the quantized values.
+fn quantize_block(xs: &[f32], inv: f32, q: &mut [i8]) -> i32 {
+    let mut s = 0i32;
+    for (qv, &v) in q.iter_mut().zip(xs) {
+        // |v * inv| <= 127: adding 1.5 * 2^23 rounds to an integer, half to even
+        *qv = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
+        s += *qv as i32;
+    }
+    s
+}
+
+/// [`quantize_block`] 16 lanes at a time, bit for bit the same (round half to even; NaN
+/// becomes 0 in both).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_block_avx512(xs: &[f32], inv: f32, q: &mut [i8]) -> i32 {
+    use std::arch::x86_64::*;
+    let mul = _mm512_set1_ps(inv);
+    let mut sum = _mm512_setzero_si512();
+    for half in 0..2 {
+        let v = _mm512_mul_ps(_mm512_loadu_ps(xs.as_ptr().add(16 * half)), mul);
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        let i = _mm512_cvtps_epi32(r);
+        // NaN converts to i32::MIN, whose low byte is 0, as Rust's `NaN as i8`
+        let i = _mm512_mask_mov_epi32(i, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), _mm512_setzero_si512());
+        _mm_storeu_si128(q.as_mut_ptr().add(16 * half) as *mut __m128i, _mm512_cvtepi32_epi8(i));
+        sum = _mm512_add_epi32(sum, i);
+    }
+    _mm512_reduce_add_epi32(sum)
 }
 
 /// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over the weight tile whose
@@ -347,6 +381,26 @@ mod tests {
             assert_eq!(&fused[r * 64..r * 64 + 48], &pa[r * 48..(r + 1) * 48]);
             assert_eq!(&fused[r * 64 + 48..(r + 1) * 64], &pb[r * 16..(r + 1) * 16]);
         }
+    }
+
+    #[test]
+    fn vector_quantizer_equals_scalar() {
+        if !available() {
+            return;
+        }
+        let mut xs: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.37).collect();
+        xs[3] = 0.5 * 127.0 / 11.47; // lands on .5 steps after scaling in some lanes
+        for inv in [0.0f32, 1.0, 127.0 / 11.47, 9.999] {
+            let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+            let sa = quantize_block(&xs, inv, &mut a);
+            let sb = unsafe { quantize_block_avx512(&xs, inv, &mut b) };
+            assert_eq!((a, sa), (b, sb), "inv {inv}");
+        }
+        let mut odd = xs.clone();
+        odd[7] = f32::NAN;
+        let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
+        assert_eq!(quantize_block(&odd, 2.0, &mut a), unsafe { quantize_block_avx512(&odd, 2.0, &mut b) });
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! The batched Q8_0 matmul kernel ([`deal_runtime::kernels::q8_0`]) against candle's Q8_0
+//! `QMatMul` on the loaded model's own weight shapes, at several activation row counts: time
+//! per call, the ratio, GMAC/s, and what `m` rows cost relative to one row (the number behind
+//! every lockstep search: a pass of 8 rows should cost far less than 8 passes of one).
+//! Weights are random Q8_0 (speed does not depend on the values).
+
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use deal_runtime::kernels::q8_0::PackedQ8;
+use deal_runtime::model::ModelConfig;
+
+/// One (shape, rows) measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelPoint {
+    /// Which weight: qkv, attn_out, gate_up, down, output.
+    pub weight: String,
+    /// Output width.
+    pub n: usize,
+    /// Input width.
+    pub k: usize,
+    /// Activation rows.
+    pub rows: usize,
+    /// Our kernel, ms per call.
+    pub ours_ms: f64,
+    /// candle's Q8_0 matmul, ms per call.
+    pub candle_ms: f64,
+    /// candle / ours.
+    pub speedup: f64,
+    /// Our multiply-accumulates per second, in billions.
+    pub gmacs: f64,
+    /// Our time at these rows / our time at one row.
+    pub cost_vs_one_row: f64,
+}
+
+/// Seconds per call of `f`, repeated for at least `min_secs` (and 3 calls).
+fn time(min_secs: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?; // warm-up
+    let (mut n, t) = (0usize, Instant::now());
+    while n < 3 || t.elapsed().as_secs_f64() < min_secs {
+        f()?;
+        n += 1;
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64)
+}
+
+/// Measure every weight shape of `cfg` at each of `rows`.
+pub fn run(cfg: &ModelConfig, rows: &[usize], min_secs: f64) -> anyhow::Result<Vec<KernelPoint>> {
+    let (h, q, kv) = (cfg.hidden_size, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
+    let shapes = [
+        ("qkv", q + 2 * kv, h),
+        ("attn_out", h, q),
+        ("gate_up", 2 * cfg.ffn_size, h),
+        ("down", h, cfg.ffn_size),
+        ("output", cfg.vocab_size, h),
+    ];
+    let dev = Device::Cpu;
+    let mut out = Vec::new();
+    for (name, n, k) in shapes {
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev)?, GgmlDType::Q8_0)?;
+        let packed = PackedQ8::pack(&[&w])?.ok_or_else(|| anyhow::anyhow!("this CPU lacks AVX512-VNNI: no kernel to measure"))?;
+        let candle = QMatMul::from_qtensor(w)?;
+        let mut one_row = None;
+        for &m in rows {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+            let xt = Tensor::from_vec(x.clone(), (m, k), &dev)?;
+            let ours = time(min_secs, || {
+                std::hint::black_box(packed.matmul(&x, m)?);
+                Ok(())
+            })?;
+            let theirs = time(min_secs, || {
+                std::hint::black_box(candle.forward(&xt)?);
+                Ok(())
+            })?;
+            let base = *one_row.get_or_insert(if m == 1 { ours } else { f64::NAN });
+            out.push(KernelPoint {
+                weight: name.to_string(),
+                n,
+                k,
+                rows: m,
+                ours_ms: ours * 1e3,
+                candle_ms: theirs * 1e3,
+                speedup: theirs / ours,
+                gmacs: (n * k * m) as f64 / ours / 1e9,
+                cost_vs_one_row: ours / base,
+            });
+        }
+    }
+    Ok(out)
+}
