@@ -40,11 +40,14 @@ pub struct SearchBench {
     /// Margins of the `deal-lead` variants (`Commit::Lead`), one variant each: the
     /// speed/quality trade-off of committing a whole lookahead.
     pub lead_margins: Vec<f64>,
+    /// For each margin, further variants accepting only the lookahead's leading tokens of at
+    /// least this probability (`min_prob`).
+    pub lead_min_probs: Vec<f64>,
 }
 
 impl Default for SearchBench {
     fn default() -> Self {
-        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margins: vec![2.0] }
+        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margins: vec![2.0], lead_min_probs: Vec::new() }
     }
 }
 
@@ -115,7 +118,11 @@ impl SearchBench {
             ("deal".to_string(), "deal", self.deal()),
         ];
         for &m in &self.lead_margins {
-            v.push((format!("deal-lead{m}"), "deal", SearchConfig { commit: Commit::Lead { margin: m }, ..self.deal() }));
+            v.push((format!("deal-lead{m}"), "deal", SearchConfig { commit: Commit::Lead { margin: m, min_prob: 0.0 }, ..self.deal() }));
+            for &p in &self.lead_min_probs {
+                let commit = Commit::Lead { margin: m, min_prob: p };
+                v.push((format!("deal-lead{m}-p{p}"), "deal", SearchConfig { commit, ..self.deal() }));
+            }
         }
         v.extend([
             ("args".to_string(), "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),

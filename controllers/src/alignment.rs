@@ -231,7 +231,7 @@ mod tests {
         a.set_param_text("commit", r#"{"mode": "lead", "margin": 2}"#).unwrap();
         assert_eq!(a.config.k, 5);
         assert_eq!(a.config.lambda, 2.5);
-        assert_eq!(a.config.commit, crate::Commit::Lead { margin: 2.0 });
+        assert_eq!(a.config.commit, crate::Commit::Lead { margin: 2.0, min_prob: 0.0 });
         assert!(a.set_param_text("k", "many").is_err());
         assert_eq!(a.config.k, 5, "a failed set leaves the config unchanged");
     }

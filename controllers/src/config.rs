@@ -18,13 +18,19 @@ pub enum Commit {
     #[default]
     Token,
     /// Like `Token`, but when the best candidate's score leads the runner-up's by at least
-    /// `margin` (log-probability units plus λ·reward), the search commits to it: its whole
+    /// `margin` (log-probability units plus λ·reward), the search commits to it: its
     /// lookahead (the tokens already in the cache) is accepted and the other beams are
-    /// dropped, saving up to l steps.
+    /// dropped, saving up to l steps. With `min_prob` > 0 only the lookahead's leading tokens
+    /// the model chose with at least that probability are accepted: the search then branches
+    /// again at the first uncertain token instead of skipping past it.
     Lead {
         /// Lead of the best candidate's score over the runner-up's at which the search
         /// commits (log-probability units plus λ·reward); finite and >= 0.
         margin: f64,
+        /// Lookahead tokens are accepted while each had at least this probability, in [0, 1]
+        /// (0 = accept the whole lookahead).
+        #[serde(default)]
+        min_prob: f64,
     },
 }
 
@@ -131,9 +137,12 @@ impl SearchConfig {
         if !(0.0..1.0).contains(&self.prune_fraction) {
             return Err(ControlError::config("prune_fraction", format!("must be in [0, 1), got {}", self.prune_fraction)));
         }
-        if let Commit::Lead { margin } = self.commit {
+        if let Commit::Lead { margin, min_prob } = self.commit {
             if !(margin.is_finite() && margin >= 0.0) {
                 return Err(ControlError::config("commit.margin", format!("must be a finite number >= 0, got {margin}")));
+            }
+            if !(0.0..=1.0).contains(&min_prob) {
+                return Err(ControlError::config("commit.min_prob", format!("must be in [0, 1], got {min_prob}")));
             }
         }
         Ok(())

@@ -45,9 +45,9 @@ impl Build for Deal {
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let hidden = reward.needs_hidden();
-        let lead = match cfg.commit {
-            Commit::Lead { margin } => Some(margin),
-            Commit::Token => None,
+        let (lead, min_prob) = match cfg.commit {
+            Commit::Lead { margin, min_prob } => (Some(margin), min_prob),
+            Commit::Token => (None, 0.0),
         };
         while !s.batch.all_done() {
             // 1. expand every live beam into its top-k candidates (finished beams carry over)
@@ -83,6 +83,7 @@ impl Build for Deal {
                     finish: row.finish,
                     logits: row.logits.clone(),
                     lookahead_lp: Vec::new(),
+                    step_logits: Vec::new(),
                 })
                 .collect();
             for j in 0..cfg.lookahead {
@@ -94,6 +95,7 @@ impl Build for Deal {
                     let t = argmax(logits);
                     if lead.is_some() {
                         cand.lookahead_lp.push(token_logprob(logits, t));
+                        cand.step_logits.push(s.batch.rows[r].logits.clone());
                     }
                     s.batch.push(r, t)?;
                 }
@@ -113,7 +115,7 @@ impl Build for Deal {
             if let Some(margin) = lead {
                 let w = order[0];
                 if n > 1 && cands[w].finish.is_none() && scores[w] - scores[order[1]] >= margin {
-                    Self::accept_lookahead(s, w, &cands[w])?;
+                    Self::accept_lookahead(s, w, &cands[w], min_prob)?;
                     s.stream.commit(&s.batch.rows[0].tokens)?;
                     continue;
                 }
@@ -152,27 +154,39 @@ struct Cand {
     logits: Option<Logits>,
     /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
     lookahead_lp: Vec<f64>,
+    /// The logits each lookahead token was chosen from (kept only under `Commit::Lead`).
+    step_logits: Vec<Option<Logits>>,
 }
 
 
 impl Deal {
     /// Make candidate row `w` the only beam, keeping its lookahead tokens that are in the
-    /// cache (the last one, never fed, is dropped unless the row ended there).
-    fn accept_lookahead(s: &mut Session<'_>, w: usize, cand: &Cand) -> Result<()> {
+    /// cache (the last one, never fed, is dropped unless the row ended there), or, with
+    /// `min_prob` > 0, only the leading ones chosen with at least that probability.
+    fn accept_lookahead(s: &mut Session<'_>, w: usize, cand: &Cand, min_prob: f64) -> Result<()> {
         s.batch.select(&[w])?;
         let row = &s.batch.rows[0];
         let (len, fed, finish) = (row.tokens.len(), row.fed(), row.finish);
-        if fed < len {
-            s.batch.truncate(0, fed)?;
+        let confident = if min_prob > 0.0 {
+            let floor = min_prob.ln();
+            cand.lookahead_lp.iter().take_while(|&&lp| lp >= floor).count()
+        } else {
+            usize::MAX
+        };
+        let keep = if confident < len - cand.base { cand.base + confident } else if fed < len { fed } else { len };
+        if keep < len {
+            s.batch.truncate(0, keep)?;
         }
         let kept = s.batch.rows[0].tokens.len() - cand.base;
         let row = &mut s.batch.rows[0];
         row.logprob += cand.lookahead_lp.iter().take(kept).sum::<f64>();
-        if fed == len {
+        if keep == len {
             row.finish = finish;
         }
-        if row.tokens.len() == cand.base && row.logits.is_none() {
-            row.logits = cand.logits.clone();
+        if row.logits.is_none() {
+            // the logits the next token would be chosen from: after the candidate, or after
+            // the last kept lookahead token
+            row.logits = if kept == 0 { cand.logits.clone() } else { cand.step_logits.get(kept).cloned().flatten() };
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ fn controllers() -> Vec<(&'static str, &'static str, SearchConfig)> {
         ("sample", "sample", base()),
         ("deal", "deal", deal.clone()),
         // the fast commit rule: always accept the winner's lookahead (~3x greedy per token)
-        ("deal-lead0", "deal", SearchConfig { commit: Commit::Lead { margin: 0.0 }, ..deal }),
+        ("deal-lead0", "deal", SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 0.0 }, ..deal }),
         ("args", "args", SearchConfig { k: 8, lambda: 15.0, temperature: 0.0, ..base() }),
         ("blockwise", "blockwise", SearchConfig { blocks: 4, block_len: 4, ..base() }),
         ("best_of_n", "best_of_n", SearchConfig { n: 8, ..base() }),

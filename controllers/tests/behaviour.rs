@@ -108,13 +108,24 @@ fn lead_commit_saves_passes_and_streams_the_same_way() {
     let e = engine();
     let r = keywords(&["light", "sea"]);
     let token = SearchConfig { max_tokens: 16, ..cfg() };
-    let lead = SearchConfig { commit: Commit::Lead { margin: 0.0 }, ..token.clone() };
+    let lead = SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 0.0 }, ..token.clone() };
     let (a, _) = run(e, "deal", &token, PROMPT, Some(&r));
     let (b, pieces) = run(e, "deal", &lead, PROMPT, Some(&r));
     assert_eq!(pieces.concat(), b.text);
     let per = |o: &deal_controllers::Outcome| o.stats.forward_passes as f64 / o.tokens.len().max(1) as f64;
     println!("token: {:?} {:.2} passes/token; lead(0): {:?} {:.2} passes/token", a.text, per(&a), b.text, per(&b));
     assert!(per(&b) < per(&a), "lead commit did not save passes: {:?} vs {:?}", b.stats, a.stats);
+    // min_prob: only confident lookahead tokens are accepted. At 1.0 none is (a greedy token
+    // of probability exactly 1 aside), so each step commits one token, as many passes per
+    // token as the paper's rule; in between, in between.
+    let strict = SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 1.0 }, ..token.clone() };
+    let some = SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 0.5 }, ..token.clone() };
+    let (c, pieces) = run(e, "deal", &strict, PROMPT, Some(&r));
+    assert_eq!(pieces.concat(), c.text);
+    let (d, _) = run(e, "deal", &some, PROMPT, Some(&r));
+    println!("lead(0, p=1): {:.2} passes/token; lead(0, p=0.5): {:.2}", per(&c), per(&d));
+    assert!(per(&c) >= per(&a) * 0.9, "min_prob 1 accepted lookahead tokens: {:?} vs {:?}", c.stats, a.stats);
+    assert!(per(&d) > per(&b) && per(&d) < per(&c), "min_prob 0.5 not between: {:.2} / {:.2} / {:.2}", per(&b), per(&d), per(&c));
 }
 
 #[test]
@@ -144,5 +155,11 @@ fn configs_are_checked_at_the_edge() {
     }
     assert!(SearchConfig::from_json(r#"{"k": 2, "bogus": 1}"#).unwrap_err().to_string().contains("bogus"));
     let c = SearchConfig::from_json(r#"{"k": 2, "commit": {"mode": "lead", "margin": 1.5}}"#).unwrap();
-    assert_eq!(c.commit, Commit::Lead { margin: 1.5 });
+    assert_eq!(c.commit, Commit::Lead { margin: 1.5, min_prob: 0.0 });
+    let c = SearchConfig::from_json(r#"{"commit": {"mode": "lead", "margin": 0, "min_prob": 0.8}}"#).unwrap();
+    assert_eq!(c.commit, Commit::Lead { margin: 0.0, min_prob: 0.8 });
+    match err("deal", SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 1.5 }, ..cfg() }) {
+        ControlError::BadConfig { field: "commit.min_prob", .. } => {}
+        other => panic!("min_prob 1.5: {other}"),
+    }
 }

@@ -34,6 +34,10 @@ pub struct Args {
     /// Score leads at which `deal-lead<m>` variants commit a whole lookahead (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "2")]
     pub lead_margins: Vec<f64>,
+    /// For each margin, also variants `deal-lead<m>-p<p>` that accept only the lookahead's
+    /// leading tokens chosen with probability >= p (comma separated; empty = none).
+    #[arg(long, value_delimiter = ',')]
+    pub lead_min_probs: Vec<f64>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -53,6 +57,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         lookahead: a.lookahead,
         lambda: a.lambda,
         lead_margins: a.lead_margins.clone(),
+        lead_min_probs: a.lead_min_probs.clone(),
     };
     eprintln!(
         "deal bench search: {}, {} prompts, max {} tokens, deal k={} b={} l={} λ={}",

@@ -320,7 +320,13 @@ mod tests {
 
     #[test]
     fn matches_reference_with_prefix_suffix_mask_and_gqa() {
-        let s = AttnShape { rows: 3, t: 2, hq: 4, hkv: 2, d: 20 };
+        // d = 20 takes the portable path; d = 64 with 2 heads per kv head the AVX-512 one
+        check_against_reference(AttnShape { rows: 3, t: 2, hq: 4, hkv: 2, d: 20 });
+        check_against_reference(AttnShape { rows: 3, t: 2, hq: 4, hkv: 2, d: 64 });
+        check_against_reference(AttnShape { rows: 2, t: 3, hq: 7, hkv: 1, d: 128 });
+    }
+
+    fn check_against_reference(s: AttnShape) {
         let (p_len, cap, used) = (5, 8, 3);
         let pk: Vec<f32> = (0..s.hkv * p_len * s.d).map(val).collect();
         let pv: Vec<f32> = (0..s.hkv * p_len * s.d).map(|i| val(i + 1000)).collect();
@@ -352,7 +358,7 @@ mod tests {
         for r in 0..s.rows {
             for j in 0..s.t {
                 for h in 0..s.hq {
-                    let kvh = h / 2;
+                    let kvh = h / (s.hq / s.hkv);
                     let mut kv = Vec::new();
                     for c in (0..keys).filter(|&c| visible(r, j, c)) {
                         let (k, v) = if c < p_len {
