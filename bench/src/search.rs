@@ -138,25 +138,31 @@ impl SearchBench {
 pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
     let all = concepts();
     let sets: Vec<&[&str]> = all.iter().map(Vec::as_slice).cycle().take(b.prompts.max(1)).collect();
-    let mut points: Vec<SearchPoint> = Vec::new();
+    let controllers = b.controllers();
+    // per controller: decode secs, tokens, passes, soft, hard. Prompts run in the outer loop
+    // and every controller in turn on each, so a slow spell of this shared machine lands on
+    // all controllers alike instead of on whichever ran then.
+    let mut sums = vec![(0.0f64, 0usize, 0usize, 0.0f64, 0.0f64); controllers.len()];
     let mut deal_first: Vec<(f64, usize, Vec<u32>)> = Vec::new();
-    for (label, name, cfg) in b.controllers() {
-        let (mut secs, mut tokens, mut passes, mut soft, mut hard) = (0.0, 0, 0, 0.0, 0.0);
-        for (i, words) in sets.iter().enumerate() {
-            let reward = keyword_reward(words)?;
-            let p = prompt(words);
-            let out = search(name, &cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
+    for (i, words) in sets.iter().enumerate() {
+        let reward = keyword_reward(words)?;
+        let p = prompt(words);
+        for ((label, name, cfg), sum) in controllers.iter().zip(sums.iter_mut()) {
+            let out = search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
             let decode = out.stats.wall_secs - out.stats.prefill_secs;
-            secs += decode;
-            tokens += out.tokens.len();
-            passes += out.stats.forward_passes;
             let head = out.breakdown.as_ref().and_then(|bd| bd.heads.first());
-            soft += head.map(|h| h.normalized as f64).unwrap_or(0.0);
-            hard += head.and_then(|h| h.details.get("hard")).map(|&x| x as f64).unwrap_or(0.0);
+            sum.0 += decode;
+            sum.1 += out.tokens.len();
+            sum.2 += out.stats.forward_passes;
+            sum.3 += head.map(|h| h.normalized as f64).unwrap_or(0.0);
+            sum.4 += head.and_then(|h| h.details.get("hard")).map(|&x| x as f64).unwrap_or(0.0);
             if label == "deal" && i < b.naive_prompts {
                 deal_first.push((decode, out.tokens.len(), out.tokens.clone()));
             }
         }
+    }
+    let mut points: Vec<SearchPoint> = Vec::new();
+    for ((label, _, _), (secs, tokens, passes, soft, hard)) in controllers.iter().zip(sums) {
         let spt = secs / tokens.max(1) as f64;
         let greedy = points.first().map(|g| g.secs_per_token).unwrap_or(spt);
         points.push(SearchPoint {

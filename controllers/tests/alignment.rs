@@ -2,10 +2,11 @@
 //!
 //! 20 concept sets of 3-4 common words, prompt "Write a sentence using the words: …" after
 //! one worked example; the heuristic is the `keywords` head (soft coverage). Asserted:
-//! `deal`'s hard coverage (all words present) beats `greedy`'s by ≥ 0.25 absolute, and every
-//! search controller's mean weighted reward beats greedy's (the fast `lead` commit rule at
-//! margin 0 included; its coverage is printed next to the paper's rule). Soft and hard coverage of every
-//! controller are printed (`--nocapture`).
+//! `deal`'s hard coverage (all words present) beats `greedy`'s by ≥ 0.25 absolute, and so
+//! does the fast `lead` commit rule at margin 0.5 (the setting that meets the ≤ 3x speed
+//! target in `deal bench search`); every search controller's mean weighted reward beats
+//! greedy's (`lead` at margin 0 included). Soft and hard coverage of every controller are
+//! printed (`--nocapture`).
 
 mod common;
 
@@ -42,7 +43,9 @@ fn controllers() -> Vec<(&'static str, &'static str, SearchConfig)> {
         ("greedy", "greedy", base()),
         ("sample", "sample", base()),
         ("deal", "deal", deal.clone()),
-        // the fast commit rule: always accept the winner's lookahead (~3x greedy per token)
+        // the fast commit rule: accept the winner's lookahead when it leads by 0.5 (~2.6x
+        // greedy per token in `deal bench search`) or always (~2.2x)
+        ("deal-lead0.5", "deal", SearchConfig { commit: Commit::Lead { margin: 0.5, min_prob: 0.0 }, ..deal.clone() }),
         ("deal-lead0", "deal", SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 0.0 }, ..deal }),
         ("args", "args", SearchConfig { k: 8, lambda: 15.0, temperature: 0.0, ..base() }),
         ("blockwise", "blockwise", SearchConfig { blocks: 4, block_len: 4, ..base() }),
@@ -91,6 +94,14 @@ fn keyword_search_beats_greedy() {
         deal.hard / n >= greedy.hard / n + 0.25,
         "deal hard coverage {:.3} does not beat greedy's {:.3} by 0.25",
         deal.hard / n,
+        greedy.hard / n
+    );
+    // the setting that meets the speed target aligns too (measured +0.40)
+    let lead = tallies[3];
+    assert!(
+        lead.hard / n >= greedy.hard / n + 0.25,
+        "deal-lead0.5 hard coverage {:.3} does not beat greedy's {:.3} by 0.25",
+        lead.hard / n,
         greedy.hard / n
     );
     for ((name, _, _), t) in ctrls.iter().zip(&tallies).skip(2) {
