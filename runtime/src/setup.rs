@@ -95,7 +95,7 @@ fn pip_install(package: &str, dir: &str, marker: &str, no_deps: bool) -> Result<
     })?;
     if !out.status.success() || !target.join(marker).exists() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().filter(|l| !l.trim().is_empty() && !l.contains("WARNING")).last().unwrap_or("no output");
+        let last = err.lines().rfind(|l| !l.trim().is_empty() && !l.contains("WARNING")).unwrap_or("no output");
         return Err(Error::Setup(format!("pip could not install {package}: {last}")));
     }
     Ok(target)

@@ -93,7 +93,7 @@ fn all_position_logits_score_a_continuation_in_one_pass() {
     let prompt = e.encode_prompt("Water boils at").unwrap();
     let cont = e.tokenizer().encode(" one hundred degrees", false).unwrap();
     let (mut cache, _) = e.prefill(&prompt).unwrap();
-    let out = e.model().forward(&mut cache, &[cont.clone()], LogitsFor::All).unwrap();
+    let out = e.model().forward(&mut cache, std::slice::from_ref(&cont), LogitsFor::All).unwrap();
     let all = out.logits.unwrap(); // [1, t, vocab]
     assert_eq!(all.dims()[1], cont.len());
     for i in 0..cont.len() {

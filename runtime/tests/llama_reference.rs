@@ -95,19 +95,17 @@ fn llama_path_matches_candle_quantized_llama() {
     let ids = Tensor::new(prompt.as_slice(), &dev).unwrap().unsqueeze(0).unwrap();
     let ref_logits = reference.forward(&ids, 0).unwrap();
     let mut cache = ours.new_cache(1).unwrap();
-    let out = ours.forward(&mut cache, &[prompt.clone()], LogitsFor::Last).unwrap();
+    let out = ours.forward(&mut cache, std::slice::from_ref(&prompt), LogitsFor::Last).unwrap();
     let d = max_abs_diff(&ref_logits, out.logits.as_ref().unwrap());
     assert!(d < 1e-3, "prefill logits differ by {d}");
 
     // then token by token
-    let mut pos = prompt.len();
-    for &tok in &steps {
+    for (pos, &tok) in (prompt.len()..).zip(steps.iter()) {
         let ids = Tensor::new(&[tok], &dev).unwrap().unsqueeze(0).unwrap();
         let r = reference.forward(&ids, pos).unwrap();
         let o = ours.forward(&mut cache, &[vec![tok]], LogitsFor::Last).unwrap();
         let d = max_abs_diff(&r, o.logits.as_ref().unwrap());
         assert!(d < 1e-3, "decode logits at position {pos} differ by {d}");
-        pos += 1;
     }
     std::fs::remove_dir_all(&dir).ok();
 }

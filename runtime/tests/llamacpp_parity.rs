@@ -46,7 +46,7 @@ fn teacher_forced(prompt: &[u32], output_text: &str, what: &str) -> (usize, usiz
     let cont = e.tokenizer().encode(output_text, false).unwrap();
     let (mut cache, first) = e.prefill(prompt).unwrap();
     let first = first.logits.unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
-    let rest = e.model().forward(&mut cache, &[cont.clone()], LogitsFor::All).unwrap().logits.unwrap();
+    let rest = e.model().forward(&mut cache, std::slice::from_ref(&cont), LogitsFor::All).unwrap().logits.unwrap();
     let (mut exact, mut worst) = (0, 0f32);
     for (i, &want) in cont.iter().enumerate() {
         let l = if i == 0 { first.clone() } else { rest.get(0).unwrap().get(i - 1).unwrap().to_vec1::<f32>().unwrap() };

@@ -198,8 +198,8 @@ impl RewardHead for Judge {
         let mut out = vec![0.0f32; cands.len()];
         // one forward per distinct prompt (a search scores candidates of one prompt: one forward)
         for (prompt, idx) in super::group_by_prompt(cands) {
-            let prefix = self.fill(&self.before, &prompt);
-            let after = self.fill(&self.after, &prompt);
+            let prefix = self.fill(&self.before, prompt);
+            let after = self.fill(&self.after, prompt);
             let suffixes: Vec<String> = idx.iter().map(|&i| format!("{}{}{after}", self.lead, cands[i].response)).collect();
             let margins = jm.yes_no_margins(&prefix, &suffixes)?;
             for (&i, m) in idx.iter().zip(margins) {

@@ -230,6 +230,6 @@ impl ModelConfig {
 
     /// Whether layer `i` attends only within the sliding window.
     pub fn is_local_layer(&self, i: usize) -> bool {
-        self.sliding_window.is_some() && self.sliding_pattern > 1 && (i + 1) % self.sliding_pattern != 0
+        self.sliding_window.is_some() && self.sliding_pattern > 1 && !(i + 1).is_multiple_of(self.sliding_pattern)
     }
 }
