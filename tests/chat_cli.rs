@@ -47,6 +47,7 @@ Write a happy sentence about dogs.
 /scores
 /weights nonsense=1
 /controller nonsense
+/controller deal commit=token
 /bogus
 /reset
 /help
@@ -64,7 +65,9 @@ Write a happy sentence about dogs.
     assert_eq!(w(&first, "length").0, 0.5);
     assert_eq!(w(&second, "sentiment"), (0.0, 0.0), "a zero weight contributes nothing");
     assert_eq!(w(&second, "length").0, 2.0);
-    assert!(out.contains("(controller: deal"), "{out}");
+    // the REPL's interactive default commit rule, then the paper's
+    assert!(out.contains(r#""commit":{"mode":"lead","margin":0.5,"min_prob":0.0}"#), "{out}");
+    assert!(out.contains(r#""commit":{"mode":"token"}"#), "{out}");
     assert!(out.contains("error: unknown reward head `nonsense`"), "{out}");
     assert!(out.contains("error: unknown controller `nonsense`"), "{out}");
     assert!(out.contains("error: unknown command /bogus"), "{out}");

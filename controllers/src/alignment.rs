@@ -122,6 +122,11 @@ impl Alignment {
             valid.sort_unstable();
             return Err(bad(param, format!("unknown search parameter `{key}` (valid: {})", valid.join(", "))));
         }
+        // a commit rule may be given by its mode alone: "token" = {"mode": "token"}
+        let value = match value {
+            Value::String(mode) if name == "commit" => serde_json::json!({ "mode": mode }),
+            v => v,
+        };
         fields.insert(name.to_string(), value);
         self.config = serde_json::from_value(cfg).map_err(|e| {
             let msg = e.to_string();
@@ -131,7 +136,7 @@ impl Alignment {
         Ok(())
     }
 
-    /// Set a parameter from text (`"4"`, `"0.5"`, `"lead"`, `{"mode": "lead", "margin": 2}`),
+    /// Set a parameter from text (`"4"`, `"0.5"`, `"token"`, `{"mode": "lead", "margin": 2}`),
     /// as the chat REPL's `/controller deal k=4 l=4` gives them.
     pub fn set_param_text(&mut self, key: &str, text: &str) -> Result<(), AlignmentError> {
         let value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()));
@@ -228,6 +233,10 @@ mod tests {
         let mut a = Alignment::default();
         a.set_param_text("k", "5").unwrap();
         a.set_param_text("lambda", "2.5").unwrap();
+        a.set_param_text("commit", "token").unwrap();
+        assert_eq!(a.config.commit, crate::Commit::Token);
+        let e = a.set_param_text("commit", "lead").unwrap_err();
+        assert!(e.to_string().contains("margin"), "{e}");
         a.set_param_text("commit", r#"{"mode": "lead", "margin": 2}"#).unwrap();
         assert_eq!(a.config.k, 5);
         assert_eq!(a.config.lambda, 2.5);

@@ -43,7 +43,9 @@ commands:
                           /weights alone shows it, /weights clear removes it
   /head NAME JSON         set a head's params (e.g. /head keywords {\"words\": [\"sea\", \"storm\"]})
   /heads                  list the reward heads and their params
-  /controller NAME k=v .. choose the controller and its params (e.g. /controller deal k=4 l=4)
+  /controller NAME k=v .. choose the controller and its params (e.g. /controller deal k=4 l=4;
+                          deal commits with {\"mode\": \"lead\", \"margin\": 0.5} here for speed,
+                          commit=token is the paper's one-token rule)
   /scores                 per-head breakdown and search stats of the last reply
   /reset                  forget the conversation (settings stay)
   /help                   this text
@@ -62,6 +64,11 @@ struct Chat {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut alignment = Alignment { controller: a.controller.clone(), ..Default::default() };
+    // interactive default: DeAL commits the winner's lookahead when it leads by 0.5 (about
+    // 2.6x greedy per token instead of the paper's ~9x, still well above greedy on
+    // alignment; docs/controllers.md); `--params '{"commit": "token"}'` or
+    // `/controller deal commit=token` gives the paper's rule
+    alignment.config.commit = deal_controllers::Commit::Lead { margin: 0.5, min_prob: 0.0 };
     if let Some(p) = &a.params {
         let v: serde_json::Value = serde_json::from_str(p).map_err(|e| anyhow::anyhow!("--params: not JSON ({e})"))?;
         for (k, v) in v.as_object().ok_or_else(|| anyhow::anyhow!("--params must be a JSON object"))? {
