@@ -160,8 +160,25 @@ impl Sampler {
 }
 
 /// Σ e^((l - top)·scale) over all logits (`top` is their maximum): 16 f32 lanes of
-/// vectorised exponentials, lane sums in f64.
+/// vectorised exponentials, lane sums in f64. The AVX-512 build of the same code gives the
+/// same bits (each lane's arithmetic is unchanged, only wider).
 fn sum_exp(logits: &[f32], top: f32, scale: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { sum_exp_avx512(logits, top, scale) };
+    }
+    sum_exp_lanes(logits, top, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sum_exp_avx512(logits: &[f32], top: f32, scale: f32) -> f64 {
+    sum_exp_lanes(logits, top, scale)
+}
+
+#[inline(always)]
+fn sum_exp_lanes(logits: &[f32], top: f32, scale: f32) -> f64 {
     let mut total = 0f64;
     for chunk in logits.chunks(4096) {
         let mut lanes = [0f32; 16];
@@ -241,6 +258,20 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let k = k.min(logits.len());
     if k == 0 {
         return Vec::new();
+    }
+    if k <= 64 {
+        // one pass keeping the best k in order: most logits fail the first comparison
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() == k && l.total_cmp(&best[k - 1].1) != std::cmp::Ordering::Greater {
+                continue;
+            }
+            // after every kept logit >= l (those equal have lower ids, so they rank first)
+            let at = best.partition_point(|&(_, b)| b.total_cmp(&l) != std::cmp::Ordering::Less);
+            best.insert(at, (i as u32, l));
+            best.truncate(k);
+        }
+        return best;
     }
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
@@ -351,6 +382,22 @@ mod tests {
         assert_eq!(argmax(&l), 37);
         assert_eq!(argmax(&[1.0, 2.0, 2.0]), 1);
         assert_eq!(argmax(&[-3.0; 40]), 0);
+    }
+
+    #[test]
+    fn small_top_k_matches_a_full_sort_ties_and_nan_included() {
+        let mut logits: Vec<f32> = (0..3000).map(|i| ((i * 7919) % 211) as f32 / 13.0).collect();
+        logits[5] = f32::NAN;
+        logits[17] = f32::INFINITY;
+        logits[2999] = f32::NEG_INFINITY;
+        let mut full: Vec<u32> = (0..3000).collect();
+        full.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b)));
+        for k in [1usize, 2, 4, 8, 64] {
+            let got: Vec<u32> = top_k(&logits, k).into_iter().map(|(t, _)| t).collect();
+            assert_eq!(got, &full[..k], "k = {k}");
+        }
+        let got: Vec<u32> = top_k(&logits, 65).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(got, &full[..65], "k = 65 (the selection path)");
     }
 
     #[test]
