@@ -168,7 +168,7 @@ impl PackedQ8 {
     }
 }
 
-/// Activations quantized to Q8_0 (ggml's AVX arithmetic, f16 scales), with per-block sums for the
+/// Activations quantized to Q8_0 (ggml's reference arithmetic, as candle's; f16 scales), with per-block sums for the
 /// +128 weight offset correction.
 struct QuantizedRows {
     qs: Vec<i8>,
@@ -187,8 +187,9 @@ impl QuantizedRows {
         for (bi, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
             let scale = amax / 127.0;
-            // ggml's AVX quantizer: multiply by 127/amax, round half to even
-            let inv = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            // ggml's reference quantizer (and candle's): multiply by 1/d, round half away
+            // from zero, so our matmuls quantize activations exactly as candle's `QMatMul`
+            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
             #[cfg(target_arch = "x86_64")]
             let s = if available() {
                 // SAFETY: AVX-512F/BW present (checked at run time); both slices hold 32 values.
@@ -209,15 +210,15 @@ impl QuantizedRows {
 fn quantize_block(xs: &[f32], inv: f32, q: &mut [i8]) -> i32 {
     let mut s = 0i32;
     for (qv, &v) in q.iter_mut().zip(xs) {
-        // |v * inv| <= 127: adding 1.5 * 2^23 rounds to an integer, half to even
-        *qv = ((v * inv + 12_582_912.0) - 12_582_912.0) as i8;
+        *qv = (v * inv).round() as i8;
         s += *qv as i32;
     }
     s
 }
 
-/// [`quantize_block`] 16 lanes at a time, bit for bit the same (round half to even; NaN
-/// becomes 0 in both).
+/// [`quantize_block`] 16 lanes at a time, bit for bit the same: round half away from zero as
+/// truncation plus a step of ±1 where the exact fraction is at least one half; NaN becomes 0
+/// in both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn quantize_block_avx512(xs: &[f32], inv: f32, q: &mut [i8]) -> i32 {
@@ -226,7 +227,13 @@ unsafe fn quantize_block_avx512(xs: &[f32], inv: f32, q: &mut [i8]) -> i32 {
     let mut sum = _mm512_setzero_si512();
     for half in 0..2 {
         let v = _mm512_mul_ps(_mm512_loadu_ps(xs.as_ptr().add(16 * half)), mul);
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+        // v - trunc(v) is exact; |fraction| >= 0.5 steps away from zero
+        let frac = _mm512_abs_ps(_mm512_sub_ps(v, t));
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+        let sign = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(i32::MIN));
+        let step = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0)), sign));
+        let r = _mm512_mask_add_ps(t, away, t, step);
         let i = _mm512_cvtps_epi32(r);
         // NaN converts to i32::MIN, whose low byte is 0, as Rust's `NaN as i8`
         let i = _mm512_mask_mov_epi32(i, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), _mm512_setzero_si512());
@@ -389,8 +396,11 @@ mod tests {
             return;
         }
         let mut xs: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.37).collect();
-        xs[3] = 0.5 * 127.0 / 11.47; // lands on .5 steps after scaling in some lanes
-        for inv in [0.0f32, 1.0, 127.0 / 11.47, 9.999] {
+        xs[3] = 2.5; // exact halves round away from zero
+        xs[4] = -3.5;
+        xs[5] = 0.499_999_97; // just below one half: 0, where adding 0.5 would give 1
+        xs[6] = -0.499_999_97;
+        for inv in [0.0f32, 1.0, 127.0 / 11.47, 9.999, 2.0] {
             let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
             let sa = quantize_block(&xs, inv, &mut a);
             let sb = unsafe { quantize_block_avx512(&xs, inv, &mut b) };
