@@ -65,7 +65,7 @@ struct Chat {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut alignment = Alignment { controller: a.controller.clone(), ..Default::default() };
     // interactive default: DeAL commits the winner's lookahead when it leads by 0.5 (about
-    // 2.6x greedy per token instead of the paper's ~9x, still well above greedy on
+    // 2.4x greedy per token instead of the paper's ~8x, still well above greedy on
     // alignment; docs/controllers.md); `--params '{"commit": "token"}'` or
     // `/controller deal commit=token` gives the paper's rule
     alignment.config.commit = deal_controllers::Commit::Lead { margin: 0.5, min_prob: 0.0 };
