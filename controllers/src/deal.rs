@@ -154,7 +154,8 @@ struct Cand {
     logits: Option<Logits>,
     /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
     lookahead_lp: Vec<f64>,
-    /// The logits each lookahead token was chosen from (kept only under `Commit::Lead`).
+    /// The logits each lookahead token was chosen from (kept only under `Commit::Lead`); the
+    /// first are those after the candidate.
     step_logits: Vec<Option<Logits>>,
 }
 
@@ -186,7 +187,7 @@ impl Deal {
         if row.logits.is_none() {
             // the logits the next token would be chosen from: after the candidate, or after
             // the last kept lookahead token
-            row.logits = if kept == 0 { cand.logits.clone() } else { cand.step_logits.get(kept).cloned().flatten() };
+            row.logits = cand.step_logits.get(kept).cloned().flatten();
         }
         Ok(())
     }

@@ -164,7 +164,7 @@ impl Sampler {
 /// same bits (each lane's arithmetic is unchanged, only wider).
 fn sum_exp(logits: &[f32], top: f32, scale: f32) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if crate::kernels::has_avx512f() {
         // SAFETY: the CPU has AVX-512F (checked just above).
         return unsafe { sum_exp_avx512(logits, top, scale) };
     }
@@ -273,14 +273,7 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
         }
         return best;
     }
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
-    }
-    idx.sort_unstable_by(cmp);
-    idx.into_iter().map(|i| (i, logits[i as usize])).collect()
+    Descending::new(logits).prefix(k).iter().map(|&i| (i, logits[i as usize])).collect()
 }
 
 /// log Σ exp(logits), numerically stable.
@@ -291,9 +284,7 @@ pub fn logsumexp(logits: &[f32]) -> f32 {
 
 /// Numerically stable log-softmax of one row.
 pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
-    let lse = max + sum.ln();
+    let lse = logsumexp(logits);
     logits.iter().map(|&l| l - lse).collect()
 }
 

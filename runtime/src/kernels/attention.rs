@@ -61,7 +61,7 @@ pub fn attend(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'
             // `out` outlives the pool call.
             let row_out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(r * per_row), per_row) };
             #[cfg(target_arch = "x86_64")]
-            if avx512() {
+            if super::has_avx512f() {
                 // SAFETY: the CPU has AVX-512F (checked at run time).
                 unsafe { attend_row_avx512(q, prefix, suffix, mask, s, r, row_out) };
                 continue;
@@ -74,12 +74,6 @@ pub fn attend(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'
     } else {
         run(0..s.rows);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
 }
 
 /// Row `r` of [`attend`] with AVX-512: each key/value head and its group of query heads

@@ -9,6 +9,13 @@ pub mod q8_0;
 
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 
+/// Whether this CPU has AVX-512F (std caches the detection), for the vector paths that need
+/// only it; the Q8_0 matmul checks its wider set in [`q8_0::available`].
+#[cfg(target_arch = "x86_64")]
+pub fn has_avx512f() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
 /// Read access to the values of a contiguous f32 CPU tensor, without a copy. Holds the
 /// tensor's storage read lock while alive.
 pub struct CpuSlice<'a> {

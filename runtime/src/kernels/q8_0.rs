@@ -184,6 +184,8 @@ impl QuantizedRows {
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * kb];
         let mut sums = vec![0i32; m * kb];
+        #[cfg(target_arch = "x86_64")]
+        let vector = available();
         for (bi, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
             let scale = amax / 127.0;
@@ -191,7 +193,7 @@ impl QuantizedRows {
             // from zero, so our matmuls quantize activations exactly as candle's `QMatMul`
             let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
             #[cfg(target_arch = "x86_64")]
-            let s = if available() {
+            let s = if vector {
                 // SAFETY: AVX-512F/BW present (checked at run time); both slices hold 32 values.
                 unsafe { quantize_block_avx512(xs, inv, q) }
             } else {
@@ -259,16 +261,20 @@ unsafe fn tile_kernel(
     out: *mut f32,
     stride: usize,
 ) {
-    let a = (blocks, first, kb, act, r0, prefetch, (out, stride));
+    macro_rules! pass {
+        ($r:literal) => {
+            tile_pass::<$r>(blocks, first, kb, act, r0, prefetch, (out, stride))
+        };
+    }
     match rows {
-        1 => tile_pass::<1>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        2 => tile_pass::<2>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        3 => tile_pass::<3>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        4 => tile_pass::<4>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        5 => tile_pass::<5>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        6 => tile_pass::<6>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        7 => tile_pass::<7>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
-        _ => tile_pass::<8>(a.0, a.1, a.2, a.3, a.4, a.5, a.6),
+        1 => pass!(1),
+        2 => pass!(2),
+        3 => pass!(3),
+        4 => pass!(4),
+        5 => pass!(5),
+        6 => pass!(6),
+        7 => pass!(7),
+        _ => pass!(8),
     }
 }
 

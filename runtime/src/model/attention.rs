@@ -103,7 +103,7 @@ impl Attention {
         groups: &mut [AttnGroup<'_, '_>],
     ) -> Result<Option<Tensor>> {
         let (rows_total, t, _) = x.dims3()?;
-        if !x.device().is_cpu() || t > FAST_MAX_T || !self.qkv.is_fused() {
+        if !x.device().is_cpu() || t > FAST_MAX_T {
             return Ok(None);
         }
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);

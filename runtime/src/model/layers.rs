@@ -177,11 +177,6 @@ impl Projections {
         }
     }
 
-    /// Whether the projections run as one fused packed matmul ([`Projections::forward_flat`]).
-    pub fn is_fused(&self) -> bool {
-        self.fused.is_some()
-    }
-
     /// One output per projection, in the order loaded.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match &self.fused {

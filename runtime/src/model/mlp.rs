@@ -59,7 +59,7 @@ pub fn gated(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
             let table = gelu_table();
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
-            if avx512() {
+            if crate::kernels::has_avx512f() {
                 // SAFETY: AVX-512F is present (checked at run time).
                 done = unsafe { geglu_avx512(table, gate, up, out) };
             }
@@ -80,12 +80,6 @@ pub fn gated(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
 }
 
 /// The table GELU 16 values at a time (f16 conversion and table gather in hardware), bit for
