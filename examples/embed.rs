@@ -1,5 +1,7 @@
 //! Embedding deal in a Rust application: load a model, build a weighted reward from heads,
-//! run the DeAL controller with streaming, and read the per-head breakdown.
+//! run the DeAL controller with streaming, and read the per-head breakdown. (Programs that
+//! take requests from users run them through `deal_driver::Driver` instead, as
+//! `custom_head.rs` does.)
 //!
 //! ```sh
 //! cargo run --release --example embed -- "Write a cheerful sentence about the sea."
@@ -8,17 +10,17 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use deal_backend::chat::{Message, Role};
 use deal_controllers::{Request, SearchConfig};
-use deal_runtime::chat::{Message, Role};
-use deal_runtime::heads::HeadContext;
-use deal_runtime::reward::RewardSpec;
-use deal_runtime::{Engine, EngineOptions};
+use deal_engine::{Engine, EngineOptions};
+use deal_heads::reward::RewardSpec;
+use deal_heads::{HeadContext, Registry};
 
 fn main() -> anyhow::Result<()> {
     let prompt = std::env::args().nth(1).unwrap_or_else(|| "Write a cheerful sentence about the sea.".into());
 
     // 1. The model: the default Gemma 3 270M (fetched on first use) or any GGUF path.
-    let path = deal_runtime::setup::resolve_model(None)?;
+    let path = deal_engine::setup::resolve_model(None)?;
     let engine = Arc::new(Engine::load(&path, &EngineOptions::default())?);
 
     // 2. The reward: a weight vector over heads, with head params. Validated here.
@@ -27,18 +29,18 @@ fn main() -> anyhow::Result<()> {
             "heads": {"length": {"target": 15, "unit": "words"}}}"#,
     )?;
     let heads = HeadContext::with_policy(engine.clone());
-    let reward = spec.build_for_search(&heads)?;
+    let reward = spec.build(&Registry::with_builtin(), &heads)?;
 
     // 3. The prompt as a chat turn, rendered by the model's template (or deal's plain one), and
     //    the search: DeAL with 4 candidates per beam, 2 beams, 4 lookahead tokens.
     let tokens = engine.encode_chat(&[Message::new(Role::User, prompt.clone())])?;
     let stop = engine.chat_template().stop_strings();
     let cfg = SearchConfig { max_tokens: 32, stop, k: 4, beams: 2, lookahead: 4, lambda: 2.0, ..Default::default() };
-    let req = Request::new(&engine, &prompt).with_tokens(&tokens).with_reward(&reward);
+    let req = Request::new(engine.as_ref(), &prompt).with_tokens(&tokens).with_reward(&reward);
 
     // 4. Run it; committed text streams through the callback (return false to stop).
     let mut out = std::io::stdout().lock();
-    let outcome = deal_controllers::search("deal", &cfg, &req, &mut |piece| {
+    let outcome = deal_controllers::Registry::builtin().search("deal", &cfg, &req, &mut |piece| {
         out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
     })?;
     writeln!(out)?;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Info(a) => cli::info::run(a),
-        Command::Setup => deal_runtime::setup::ensure_default_model()
+        Command::Setup => deal_engine::setup::ensure_default_model()
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),
         Command::Bench(b) => cli::bench::run(b),

@@ -39,7 +39,7 @@ fn serve() -> (Serve, String) {
 }
 
 fn python(script: &str, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let site = deal_runtime::setup::ensure_pip_package("openai", "openai", "openai/__init__.py").expect("pip install openai");
+    let site = deal_engine::setup::ensure_pip_package("openai", "openai", "openai/__init__.py").expect("pip install openai");
     let py = std::env::var("DEAL_PYTHON").unwrap_or_else(|_| "python3".into());
     Command::new(py).arg(script).args(args).env("PYTHONPATH", site).envs(envs.iter().copied()).output().expect("run python3")
 }

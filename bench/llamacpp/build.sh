@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build llama.cpp reference CLI tools (llama-tokenize, llama-simple, llama-bench,
-# llama-batched-bench) from the llama.cpp sources vendored in the PyPI
+# Build llama.cpp reference tools (llama-tokenize, llama-simple, llama-bench,
+# llama-batched-bench) and its OpenAI-compatible server (llama-server, the remote engine
+# of deal's remote-backend tests) from the llama.cpp sources vendored in the PyPI
 # `llama-cpp-python` sdist, and install them into
 #   ${DEAL_HOME:-$HOME/.cache/deal}/llama.cpp/bin
 #
-# Idempotent: exits early if all four binaries already exist (set FORCE=1 to rebuild).
+# Idempotent: exits early if all binaries already exist (set FORCE=1 to rebuild).
 #
 # Env knobs:
 #   DEAL_HOME       (default $HOME/.cache/deal)
@@ -23,7 +24,7 @@ BUILD="$ROOT/build"
 SRC_PARENT="$ROOT/src"
 JOBS="${JOBS:-2}"
 LCP_VERSION="${LCP_VERSION:-0.3.36}"  # the version the fixtures were recorded with
-TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench)
+TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench llama-server)
 
 all_present() {
     for t in "${TARGETS[@]}"; do
@@ -60,6 +61,7 @@ LLAMA_SRC="$SRC_DIR/vendor/llama.cpp"
 echo "llama.cpp sources: $LLAMA_SRC"
 
 # 2. Configure + build only the needed targets (static, so binaries are standalone).
+#    The server is built without its web UI (no npm, no download): deal only uses its API.
 #    AMX is explicitly disabled: it causes SIGILL on some CPUs (e.g. our AMD EPYC hosts).
 cmake -S "$LLAMA_SRC" -B "$BUILD" \
     -DCMAKE_BUILD_TYPE=Release \
@@ -67,7 +69,8 @@ cmake -S "$LLAMA_SRC" -B "$BUILD" \
     -DGGML_NATIVE=ON \
     -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
 
 cmake --build "$BUILD" --config Release -j "$JOBS" --target "${TARGETS[@]}"

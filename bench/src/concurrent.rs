@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use deal_controllers::{search, Request, SearchConfig};
-use deal_runtime::Engine;
+use deal_controllers::{Request, SearchConfig};
+use deal_engine::Engine;
 
 use crate::search::{concepts, keyword_reward, prompt};
 
@@ -39,14 +39,14 @@ fn run_one(engine: &Engine, name: &str, cfg: &SearchConfig, i: usize) -> anyhow:
     let words = &sets[i % sets.len()];
     let reward = keyword_reward(words)?;
     let p = prompt(words);
-    let out = search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
+    let out = deal_controllers::Registry::builtin().search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
     Ok(out.tokens.len())
 }
 
 /// Seconds per decode step of `clients` single-row caches (different prompts): one merged
-/// pass ([`deal_runtime::model::Model::forward_many`]) against one pass per cache.
+/// pass ([`deal_engine::model::Model::forward_many`]) against one pass per cache.
 pub fn pass_cost(engine: &Engine, clients: usize, steps: usize) -> anyhow::Result<(f64, f64)> {
-    use deal_runtime::model::{ForwardJob, LogitsFor};
+    use deal_engine::model::{ForwardJob, LogitsFor};
     let sets = concepts();
     let mut caches = Vec::new();
     for i in 0..clients {
@@ -92,7 +92,7 @@ pub fn run(engine: &Engine, b: &ConcurrentBench) -> anyhow::Result<Vec<Concurren
         }
         let seq = seq_tokens as f64 / t.elapsed().as_secs_f64();
 
-        let before = engine.model().batcher_stats();
+        let before = engine.scheduler_stats();
         let t = Instant::now();
         let conc_tokens: usize = std::thread::scope(|s| {
             let handles: Vec<_> = (0..b.clients).map(|i| s.spawn({
@@ -102,7 +102,7 @@ pub fn run(engine: &Engine, b: &ConcurrentBench) -> anyhow::Result<Vec<Concurren
             handles.into_iter().map(|h| h.join().map_err(|_| anyhow::anyhow!("a search thread panicked"))?).sum::<anyhow::Result<usize>>()
         })?;
         let conc = conc_tokens as f64 / t.elapsed().as_secs_f64();
-        let after = engine.model().batcher_stats();
+        let after = engine.scheduler_stats();
         let calls_per_pass = (after.jobs - before.jobs) as f64 / (after.passes - before.passes).max(1) as f64;
         points.push(ConcurrentPoint {
             controller: label.to_string(),

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::{argmax, top_k};
-use deal_runtime::Engine;
+use deal_engine::model::LogitsFor;
+use deal_backend::sampling::{argmax, top_k};
+use deal_engine::Engine;
 
 /// Benchmark settings.
 #[derive(Debug, Clone)]

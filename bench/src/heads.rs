@@ -7,11 +7,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deal_runtime::heads::{Candidate, HeadContext, Registry};
-use deal_runtime::model::LogitsFor;
-use deal_runtime::reward::RewardSpec;
-use deal_runtime::sampling::{Sampler, SamplingParams};
-use deal_runtime::Engine;
+use deal_heads::{Candidate, HeadContext, Registry};
+use deal_engine::model::LogitsFor;
+use deal_heads::reward::RewardSpec;
+use deal_backend::sampling::{Sampler, SamplingParams};
+use deal_engine::Engine;
 use serde_json::json;
 
 /// Benchmark settings.
@@ -73,7 +73,7 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
     let mut logits = vec![first; b];
     let mut samplers = (0..b)
         .map(|r| Sampler::new(SamplingParams { temperature: 0.9, top_k: 100, top_p: 0.95, seed: r as u64, ..Default::default() }))
-        .collect::<deal_runtime::Result<Vec<_>>>()?;
+        .collect::<deal_backend::Result<Vec<_>>>()?;
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut hidden: Vec<Vec<f32>> = vec![Vec::new(); b];
     let mut step_ms = Vec::new();
@@ -84,13 +84,13 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
             let mut t = samplers[r].sample(&logits[r], &tokens[r])?;
             if engine.tokenizer().is_eog(t) {
                 logits[r][t as usize] = f32::NEG_INFINITY;
-                t = deal_runtime::sampling::argmax(&logits[r]);
+                t = deal_backend::sampling::argmax(&logits[r]);
             }
             tokens[r].push(t);
             next.push(vec![t]);
         }
         let t0 = Instant::now();
-        let out = engine.model().forward(&mut cache, &next, LogitsFor::Last)?;
+        let out = engine.forward(&mut cache, &next, LogitsFor::Last)?;
         let l = out.logits.ok_or_else(|| anyhow::anyhow!("no logits"))?.to_vec2::<f32>()?;
         if step >= 4 {
             step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -104,7 +104,7 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
             let text = engine.tokenizer().decode(&tokens[r], true)?;
             Ok(Candidate::new(cfg.prompt.clone(), text).with_tokens(tokens[r].clone()).partial(true).with_hidden(hidden[r].clone()))
         })
-        .collect::<deal_runtime::Result<_>>()?;
+        .collect::<deal_heads::Result<_>>()?;
     let no_hidden: Vec<Candidate> = cands.iter().map(|c| Candidate { hidden: None, ..c.clone() }).collect();
 
     let url = spawn_reward_server()?;
@@ -130,7 +130,7 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
     let mut cheap_params = serde_json::Map::new();
     for (label, params, with_hidden) in &specs {
         let (name, p) = params.as_object().and_then(|o| o.iter().next()).ok_or_else(|| anyhow::anyhow!("spec"))?;
-        let head = Registry::builtin().get(name)?.build(p, &ctx)?;
+        let head = Registry::with_builtin().get(name)?.build(p, &ctx)?;
         let batch = if *with_hidden { &cands } else { &no_hidden };
         head.score(batch)?; // warm-up: loads models, fills caches
         let times: Vec<f64> = (0..cfg.iters)
@@ -138,7 +138,7 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
                 let t = Instant::now();
                 head.score(batch).map(|_| t.elapsed().as_secs_f64() * 1e3)
             })
-            .collect::<deal_runtime::Result<_>>()?;
+            .collect::<deal_heads::Result<_>>()?;
         heads.push(HeadCost { head: label.to_string(), ms: median(times) });
         if ["keywords", "length", "format", "lexicon", "repetition", "probe"].contains(&name.as_str()) && !label.contains("json") {
             cheap_weights.insert(name.clone(), json!(1.0));
@@ -147,14 +147,14 @@ pub fn run(engine: Arc<Engine>, cfg: &HeadsBench) -> anyhow::Result<HeadsReport>
     }
     // all cheap heads in one weighted reward, breakdowns included
     let spec = RewardSpec::from_value(json!({"weights": cheap_weights, "heads": cheap_params}))?;
-    let reward = spec.build(&ctx)?;
+    let reward = spec.build(&Registry::with_builtin(), &ctx)?;
     reward.score(&cands)?;
     let times: Vec<f64> = (0..cfg.iters)
         .map(|_| {
             let t = Instant::now();
             reward.score(&cands).map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
-        .collect::<deal_runtime::Result<_>>()?;
+        .collect::<deal_heads::Result<_>>()?;
     heads.push(HeadCost { head: "all cheap (weighted)".into(), ms: median(times) });
     Ok(HeadsReport { candidates: b, tokens: cfg.tokens, decode_step_ms, heads })
 }

@@ -1,4 +1,4 @@
-//! The batched Q8_0 matmul kernel ([`deal_runtime::kernels::q8_0`]) against candle's Q8_0
+//! The batched Q8_0 matmul kernel ([`deal_engine::kernels::q8_0`]) against candle's Q8_0
 //! `QMatMul` on the loaded model's own weight shapes, at several activation row counts: time
 //! per call, the ratio, GMAC/s, and what `m` rows cost relative to one row (the number behind
 //! every lockstep search: a pass of 8 rows should cost far less than 8 passes of one).
@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use deal_runtime::kernels::q8_0::PackedQ8;
-use deal_runtime::model::ModelConfig;
+use deal_engine::kernels::q8_0::PackedQ8;
+use deal_engine::model::ModelConfig;
 
 /// One (shape, rows) measurement.
 #[derive(Debug, Clone, serde::Serialize)]

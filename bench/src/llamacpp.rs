@@ -9,7 +9,7 @@ use std::process::Command;
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os("DEAL_LLAMACPP_BIN").filter(|s| !s.is_empty()) {
         Some(p) => PathBuf::from(p),
-        None => deal_runtime::setup::deal_home().join("llama.cpp").join("bin"),
+        None => deal_engine::setup::deal_home().join("llama.cpp").join("bin"),
     }
 }
 

@@ -10,11 +10,11 @@
 
 use std::time::Instant;
 
-use deal_controllers::{search, Commit, Request, SearchConfig};
-use deal_runtime::heads::{Candidate, HeadContext};
-use deal_runtime::reward::{RewardSpec, WeightedReward};
-use deal_runtime::sampling::{argmax, log_softmax, top_k};
-use deal_runtime::Engine;
+use deal_controllers::{Commit, Request, SearchConfig};
+use deal_heads::{Candidate, HeadContext};
+use deal_heads::reward::{RewardSpec, WeightedReward};
+use deal_backend::sampling::{argmax, log_softmax, top_k};
+use deal_engine::Engine;
 
 /// Keyword concept sets, one per line (shared with `controllers/tests/alignment.rs`).
 pub const CONCEPTS_TEXT: &str = include_str!("../data/keyword_concepts.txt");
@@ -97,7 +97,7 @@ pub fn prompt(words: &[&str]) -> String {
 /// Keyword-coverage reward for `words`.
 pub fn keyword_reward(words: &[&str]) -> anyhow::Result<WeightedReward> {
     let spec = RewardSpec::from_value(serde_json::json!({"weights": {"keywords": 1.0}, "heads": {"keywords": {"words": words}}}))?;
-    Ok(spec.build(&HeadContext::new())?)
+    Ok(spec.build(&deal_heads::Registry::with_builtin(), &HeadContext::new())?)
 }
 
 impl SearchBench {
@@ -148,7 +148,7 @@ pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
         let reward = keyword_reward(words)?;
         let p = prompt(words);
         for ((label, name, cfg), sum) in controllers.iter().zip(sums.iter_mut()) {
-            let out = search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
+            let out = deal_controllers::Registry::builtin().search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
             let decode = out.stats.wall_secs - out.stats.prefill_secs;
             let head = out.breakdown.as_ref().and_then(|bd| bd.heads.first());
             sum.0 += decode;

@@ -13,8 +13,7 @@
 //! hidden state get the k candidates as rows of one forward pass, whose logits then serve
 //! the chosen row's next step.
 
-use deal_runtime::heads::Candidate;
-use deal_runtime::model::LogitsFor;
+use deal_heads::Candidate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -37,13 +36,13 @@ impl Build for Args {
         let reward = s.require_reward(Self::NAME)?;
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         while !s.batch.rows[0].is_done() {
-            let cands = candidates(s.batch.rows[0].next_logits()?, cfg.k, cfg.top_p);
+            let cands = candidates(s.batch.rows[0].next_dist()?, cfg.k, cfg.top_p);
             let values = if reward.needs_hidden() {
                 s.batch.select(&vec![0; cands.len()])?;
                 for (r, &(t, _)) in cands.iter().enumerate() {
                     s.batch.push(r, t)?;
                 }
-                s.batch.forward(LogitsFor::Last)?;
+                s.batch.forward()?;
                 let rows: Vec<usize> = (0..cands.len()).collect();
                 s.values(reward, &rows)?
             } else {
@@ -56,7 +55,7 @@ impl Build for Args {
             if reward.needs_hidden() {
                 s.batch.select(&[pick])?;
             } else if s.batch.push(0, cands[pick].0)? {
-                s.batch.forward(LogitsFor::Last)?;
+                s.batch.forward()?;
             }
             s.stream.commit(&s.batch.rows[0].tokens)?;
         }
@@ -68,14 +67,14 @@ impl Build for Args {
 impl Args {
     /// The response of row 0 extended by `token`, as a candidate (ended if `token` ends it).
     fn extension(cfg: &SearchConfig, s: &Session<'_>, token: u32) -> Result<Candidate> {
-        let engine = s.batch.engine();
+        let codec = s.batch.backend().codec();
         let row = &s.batch.rows[0];
-        let eog = engine.tokenizer().is_eog(token);
+        let eog = codec.is_eog(token);
         let mut tokens = row.tokens.clone();
         if !eog {
             tokens.push(token);
         }
-        let (text, stopped) = cut_at_stop(engine.tokenizer().decode(&tokens, true)?, &cfg.stop);
+        let (text, stopped) = cut_at_stop(codec.decode(&tokens, true)?, &cfg.stop);
         let ended = eog || stopped || tokens.len() >= cfg.max_tokens;
         Ok(Candidate::new(s.prompt, text).partial(!ended).with_tokens(tokens))
     }

@@ -1,21 +1,19 @@
-//! [`Batch`]: the rows of a search over one forked KV cache.
+//! [`Batch`]: the rows of a search on a [`Backend`].
 //!
-//! A row is the response tokens of one continuation of the prompt, how many of them are in
-//! the cache, the logits/hidden state after the last one fed, and why it ended (if it did).
-//! Controllers push tokens into rows, then [`Batch::forward`] feeds every row's pending
-//! tokens in one forward pass (ragged rows allowed). [`Batch::select`] forks, prunes and
-//! reorders rows (cache included; forking a single row shares it as a prefix without
-//! copies); [`Batch::truncate`] undoes a lookahead. Text, stop strings and EOS are handled
-//! here once for all controllers.
+//! A row is the response tokens of one continuation of the prompt, how many of them the
+//! backend holds, the next-token distribution / hidden state after the last one fed, and
+//! why it ended (if it did). Controllers push tokens into rows, then [`Batch::forward`]
+//! feeds every row's pending tokens in one pass (ragged rows allowed). [`Batch::select`]
+//! forks, prunes and reorders rows (on the local engine, forking a single row shares it as a
+//! prefix without copies); [`Batch::truncate`] undoes a lookahead; [`Batch::rollout`] runs a
+//! greedy lookahead step by step where steps are cheap, or as one call per step on a
+//! backend where they are not (a remote server). Text, stop strings and EOS are handled here
+//! once for all controllers.
 
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use deal_runtime::heads::Candidate;
-use deal_runtime::kv_cache::KvCache;
-use deal_runtime::model::LogitsFor;
-use deal_runtime::Engine;
+use deal_backend::{Backend, Rows, TokenDist};
+use deal_heads::Candidate;
 
 use crate::error::{ControlError, Result};
 use crate::stats::SearchStats;
@@ -31,31 +29,6 @@ pub enum Finish {
     Length,
 }
 
-/// One row's next-token logits: a view into the logits of the forward pass that produced
-/// them, shared, so forking or keeping a row never copies a vocabulary-sized vector.
-#[derive(Debug, Clone)]
-pub struct Logits {
-    pass: Arc<Vec<f32>>,
-    start: usize,
-    len: usize,
-}
-
-impl Logits {
-    /// Logits of a single row.
-    pub fn from_vec(v: Vec<f32>) -> Self {
-        let len = v.len();
-        Self { pass: Arc::new(v), start: 0, len }
-    }
-}
-
-impl Deref for Logits {
-    type Target = [f32];
-
-    fn deref(&self) -> &[f32] {
-        &self.pass[self.start..self.start + self.len]
-    }
-}
-
 /// One continuation of the prompt.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -63,8 +36,8 @@ pub struct Row {
     pub tokens: Vec<u32>,
     /// How many of `tokens` are in the cache.
     fed: usize,
-    /// Next-token logits after `tokens[..fed]` (when the last pass asked for them).
-    pub logits: Option<Logits>,
+    /// Next-token distribution after `tokens[..fed]` (when the last pass asked for it).
+    pub dist: Option<TokenDist>,
     /// Final hidden state after `tokens[..fed]`.
     pub hidden: Option<Vec<f32>>,
     /// Why the row ended; `None` while it is still live.
@@ -84,16 +57,33 @@ impl Row {
         self.fed
     }
 
-    /// The row's next-token logits, or an error naming what the controller expected.
-    pub fn next_logits(&self) -> Result<&[f32]> {
-        self.logits.as_deref().ok_or_else(|| ControlError::internal("a live row has no next-token logits"))
+    /// The row's next-token distribution, or an error naming what the controller expected.
+    pub fn next_dist(&self) -> Result<&TokenDist> {
+        self.dist.as_ref().ok_or_else(|| ControlError::internal("a live row has no next-token distribution"))
     }
 }
 
-/// The rows of one search and their shared cache.
+/// What a greedy lookahead ([`Batch::rollout`]) saw for one row.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Response length before the lookahead (after the row's pending tokens).
+    pub base: usize,
+    /// Why the row had ended before the lookahead (`None` = it was live).
+    pub finish: Option<Finish>,
+    /// The distribution after the pending tokens (the first lookahead token's).
+    pub first: Option<TokenDist>,
+    /// Log-probability of each lookahead token (when recorded).
+    pub logprobs: Vec<f64>,
+    /// The distribution each lookahead token was chosen from (when recorded).
+    pub dists: Vec<Option<TokenDist>>,
+}
+
+/// The rows of one search and their backend state.
 pub struct Batch<'a> {
-    engine: &'a Engine,
-    cache: KvCache,
+    backend: &'a dyn Backend,
+    state: Box<dyn Rows + 'a>,
+    /// Keep hidden states current (the reward reads them).
+    hidden: bool,
     prompt_len: usize,
     max_tokens: usize,
     stop: Vec<String>,
@@ -105,23 +95,26 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// Prefill `prompt` into a single row.
+    /// Prefill `prompt` into a single row; `hidden`: keep every row's hidden state current.
     pub fn start(
-        engine: &'a Engine,
+        backend: &'a dyn Backend,
         prompt: &[u32],
         max_tokens: usize,
         stop: &[String],
         cancel: Option<&'a AtomicBool>,
+        hidden: bool,
     ) -> Result<Self> {
         let t = std::time::Instant::now();
-        let (cache, out) = engine.prefill(prompt)?;
-        let logits = out.logits.ok_or_else(|| ControlError::internal("prefill returned no logits"))?.get(0)?.to_vec1::<f32>()?;
-        let hidden = out.hidden.get(0)?.to_vec1::<f32>()?;
-        let row = Row { logits: Some(Logits::from_vec(logits)), hidden: Some(hidden), ..Default::default() };
+        let (state, step) = backend.start(prompt, hidden)?;
+        if step.dist.is_none() {
+            return Err(ControlError::internal("prefill returned no logits"));
+        }
+        let row = Row { dist: step.dist, hidden: step.hidden, ..Default::default() };
         let stats = SearchStats { prompt_tokens: prompt.len(), prefill_secs: t.elapsed().as_secs_f64(), ..Default::default() };
         Ok(Self {
-            engine,
-            cache,
+            backend,
+            state,
+            hidden,
             prompt_len: prompt.len(),
             max_tokens,
             stop: stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
@@ -131,9 +124,19 @@ impl<'a> Batch<'a> {
         })
     }
 
-    /// The engine the search runs on.
-    pub fn engine(&self) -> &'a Engine {
-        self.engine
+    /// The backend the search runs on.
+    pub fn backend(&self) -> &'a dyn Backend {
+        self.backend
+    }
+
+    /// Whether rows step cheaply one token at a time (see [`deal_backend::Capabilities`]).
+    pub fn cheap_steps(&self) -> bool {
+        self.backend.capabilities().cheap_steps
+    }
+
+    /// Number of prompt tokens.
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
     }
 
     /// Number of rows.
@@ -163,7 +166,7 @@ impl<'a> Batch<'a> {
     /// instead; so do a stop string in its text and `max_tokens`. Returns whether the row is
     /// still live.
     pub fn push(&mut self, r: usize, token: u32) -> Result<bool> {
-        let eog = self.engine.tokenizer().is_eog(token);
+        let eog = self.backend.codec().is_eog(token);
         let max = self.max_tokens;
         let row = self.row_mut(r)?;
         if row.is_done() {
@@ -184,44 +187,154 @@ impl<'a> Batch<'a> {
         Ok(!self.rows[r].is_done())
     }
 
-    /// Feed every row's pending tokens in one forward pass (rows with none wait). Rows that
-    /// brought tokens get new hidden states, and logits when `want` asks for them.
-    pub fn forward(&mut self, want: LogitsFor) -> Result<()> {
+    /// Feed every row's pending tokens in one pass (rows with none wait). Rows that brought
+    /// tokens get their next-token distribution (and hidden state, when the search reads it).
+    pub fn forward(&mut self) -> Result<()> {
+        self.feed(true)
+    }
+
+    /// Feed pending tokens without computing distributions, so every row's hidden state is
+    /// current (for heads that read it). Rows that get fed lose their distribution.
+    pub fn sync_hidden(&mut self) -> Result<()> {
+        self.feed(false)
+    }
+
+    fn feed(&mut self, dist: bool) -> Result<()> {
         let new: Vec<Vec<u32>> = self.rows.iter().map(|r| r.tokens[r.fed..].to_vec()).collect();
         let active = new.iter().filter(|t| !t.is_empty()).count();
         if active == 0 {
             return Ok(());
         }
         self.check_cancel()?;
-        let want = if want == LogitsFor::All { LogitsFor::Last } else { want };
-        let out = self.engine.model().forward(&mut self.cache, &new, want)?;
+        let steps = self.state.feed(&new, dist, self.hidden)?;
+        self.check_cancel()?;
         self.stats.forward_passes += 1;
         self.stats.rows_evaluated += active;
-        // one copy of the pass's logits, shared by its rows
-        let logits = match out.logits {
-            Some(l) => {
-                let vocab = l.dim(candle_core::D::Minus1)?;
-                Some((Arc::new(l.flatten_all()?.to_vec1::<f32>()?), vocab))
-            }
-            None => None,
-        };
-        let hidden = out.hidden.to_vec2::<f32>()?;
-        for (i, ((row, t), h)) in self.rows.iter_mut().zip(&new).zip(hidden).enumerate() {
+        for ((row, t), step) in self.rows.iter_mut().zip(&new).zip(steps) {
             if t.is_empty() {
                 continue;
             }
             row.fed += t.len();
-            row.hidden = Some(h);
-            let l = logits.as_ref().map(|(pass, vocab)| Logits { pass: pass.clone(), start: i * vocab, len: *vocab });
-            row.logits = l;
+            let step = step.unwrap_or_default();
+            row.hidden = step.hidden;
+            row.dist = step.dist;
         }
         Ok(())
     }
 
-    /// Feed pending tokens without computing logits, so every row's hidden state is current
-    /// (for heads that read it). Rows that get fed lose their logits.
-    pub fn sync_hidden(&mut self) -> Result<()> {
-        self.forward(LogitsFor::None)
+    /// Feed every row's pending tokens, then extend every live row by up to `l` greedy
+    /// tokens (rows end on EOS, a stop string or `max_tokens` as with [`Batch::push`]).
+    /// `record` keeps each lookahead token's log-probability and distribution; `feed_last`
+    /// also feeds the last lookahead token (with its distribution when `record`), as heads
+    /// that read hidden states need. One pass per lookahead token where steps are cheap; one
+    /// [`Rows::rollout`] call otherwise.
+    pub fn rollout(&mut self, l: usize, record: bool, feed_last: bool) -> Result<Vec<Trace>> {
+        if !self.cheap_steps() {
+            return self.rollout_remote(l, record);
+        }
+        self.forward()?;
+        let mut traces: Vec<Trace> = self
+            .rows
+            .iter()
+            .map(|row| Trace { base: row.tokens.len(), finish: row.finish, first: row.dist.clone(), ..Default::default() })
+            .collect();
+        for j in 0..l {
+            for (r, trace) in traces.iter_mut().enumerate() {
+                if self.rows[r].is_done() {
+                    continue;
+                }
+                let dist = self.rows[r].next_dist()?;
+                let t = dist.argmax();
+                if record {
+                    trace.logprobs.push(dist.logprob(t));
+                    trace.dists.push(self.rows[r].dist.clone());
+                }
+                self.push(r, t)?;
+            }
+            if j + 1 < l {
+                self.forward()?;
+            } else if feed_last {
+                self.feed(record)?;
+            }
+        }
+        Ok(traces)
+    }
+
+    /// [`Batch::rollout`] on a backend whose steps are round trips: every live row's pending
+    /// tokens and its `l` greedy tokens in one call.
+    fn rollout_remote(&mut self, l: usize, record: bool) -> Result<Vec<Trace>> {
+        self.check_cancel()?;
+        let pending: Vec<Vec<u32>> =
+            self.rows.iter().map(|r| if r.is_done() { Vec::new() } else { r.tokens[r.fed..].to_vec() }).collect();
+        let active = pending.iter().filter(|t| !t.is_empty()).count();
+        let outs = if active > 0 && l > 0 { self.state.rollout(&pending, l)? } else { vec![Vec::new(); pending.len()] };
+        self.check_cancel()?;
+        if active > 0 {
+            self.stats.forward_passes += l;
+            self.stats.rows_evaluated += active * l;
+        }
+        let mut traces = Vec::with_capacity(self.rows.len());
+        for (r, out) in outs.into_iter().enumerate() {
+            let row = &mut self.rows[r];
+            row.fed += pending[r].len();
+            let base = row.tokens.len();
+            let mut trace = Trace { base, finish: row.finish, first: out.first().map(|(_, d)| d.clone()), ..Default::default() };
+            if pending[r].is_empty() {
+                traces.push(trace);
+                continue;
+            }
+            if out.is_empty() {
+                // the engine generated nothing (its context is full)
+                self.rows[r].finish = Some(Finish::Length);
+                traces.push(trace);
+                continue;
+            }
+            // the backend row now holds the pending tokens and all generated tokens but the last
+            let held = base + out.len().saturating_sub(1);
+            for (t, d) in &out {
+                if self.rows[r].is_done() {
+                    break;
+                }
+                if record {
+                    trace.logprobs.push(d.logprob(*t));
+                    trace.dists.push(Some(d.clone()));
+                }
+                self.push(r, *t)?;
+            }
+            let len = self.rows[r].tokens.len();
+            let fed = held.min(len);
+            if fed < held {
+                self.state.truncate(r, fed)?;
+            }
+            let row = &mut self.rows[r];
+            row.fed = fed;
+            row.dist = out.get(fed - base).map(|(_, d)| d.clone());
+            row.hidden = None;
+            traces.push(trace);
+        }
+        Ok(traces)
+    }
+
+    /// Extend row 0 greedily by up to `n` tokens in one call to the backend (for backends
+    /// whose steps are round trips: the engine's own greedy decoding, token for token).
+    /// Returns whether the row is still live.
+    pub fn extend_greedy(&mut self, mut n: usize) -> Result<bool> {
+        if self.rows.len() != 1 {
+            return Err(ControlError::internal("extend_greedy runs on a single row"));
+        }
+        if self.rows[0].is_done() || n == 0 {
+            return Ok(!self.rows[0].is_done());
+        }
+        if self.rows[0].fed == self.rows[0].tokens.len() {
+            // nothing pending: the next token comes from the distribution at hand
+            let t = self.rows[0].next_dist()?.argmax();
+            if !self.push(0, t)? || n == 1 {
+                return Ok(!self.rows[0].is_done());
+            }
+            n -= 1;
+        }
+        self.rollout_remote(n, false)?;
+        Ok(!self.rows[0].is_done())
     }
 
     /// Row `i` of the result is row `indices[i]` (fork, prune, reorder, duplicate).
@@ -229,15 +342,14 @@ impl<'a> Batch<'a> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.rows.len()) {
             return Err(ControlError::internal(format!("select: row {bad} of {}", self.rows.len())));
         }
-        self.cache.select(indices)?;
+        self.state.select(indices)?;
         self.rows = indices.iter().map(|&i| self.rows[i].clone()).collect();
         Ok(())
     }
 
-    /// Cut row `r` back to `len` response tokens and mark it live again. Logits and hidden
-    /// state survive only if no fed token was cut.
+    /// Cut row `r` back to `len` response tokens and mark it live again. The distribution and
+    /// hidden state survive only if no fed token was cut.
     pub fn truncate(&mut self, r: usize, len: usize) -> Result<()> {
-        let prompt_len = self.prompt_len;
         let row = self.rows.get_mut(r).ok_or_else(|| ControlError::internal(format!("truncate: no row {r}")))?;
         if len > row.tokens.len() {
             return Err(ControlError::internal(format!("truncate row {r} to {len} > {}", row.tokens.len())));
@@ -246,9 +358,9 @@ impl<'a> Batch<'a> {
         row.finish = None;
         if row.fed > len {
             row.fed = len;
-            row.logits = None;
+            row.dist = None;
             row.hidden = None;
-            self.cache.truncate(r, prompt_len + len)?;
+            self.state.truncate(r, len)?;
         }
         Ok(())
     }
@@ -257,7 +369,7 @@ impl<'a> Batch<'a> {
     /// found.
     pub fn text(&self, r: usize) -> Result<(String, bool)> {
         let row = self.rows.get(r).ok_or_else(|| ControlError::internal(format!("text: no row {r}")))?;
-        let text = self.engine.tokenizer().decode(&row.tokens, true)?;
+        let text = self.backend.codec().decode(&row.tokens, true)?;
         Ok(cut_at_stop(text, &self.stop))
     }
 

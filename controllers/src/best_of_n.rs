@@ -1,8 +1,7 @@
 //! `best_of_n`: N samples as N rows of one batch (the prompt shared, not copied), the best
 //! final text by h wins. Nothing is streamed until the end.
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::Sampler;
+use deal_backend::sampling::Sampler;
 
 use crate::config::SearchConfig;
 use crate::controller::{Final, Session};
@@ -32,7 +31,7 @@ impl Build for BestOfN {
             if s.batch.all_done() {
                 break;
             }
-            s.batch.forward(LogitsFor::Last)?;
+            s.batch.forward()?;
         }
         let rows: Vec<usize> = (0..s.batch.len()).collect();
         let values = s.values(reward, &rows)?;

@@ -6,8 +6,7 @@
 //! and streamed), and the next round forks from it. One forward pass per block token for
 //! all K rows.
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::Sampler;
+use deal_backend::sampling::Sampler;
 
 use crate::config::SearchConfig;
 use crate::controller::{Final, Session};
@@ -38,7 +37,7 @@ impl Build for Blockwise {
                 if s.batch.all_done() {
                     break;
                 }
-                s.batch.forward(LogitsFor::Last)?;
+                s.batch.forward()?;
             }
             let rows: Vec<usize> = (0..s.batch.len()).collect();
             let values = s.values(reward, &rows)?;

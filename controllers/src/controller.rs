@@ -5,8 +5,8 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use deal_runtime::reward::{Breakdown, WeightedReward};
-use deal_runtime::{Engine, FinishReason};
+use deal_backend::{Backend, FinishReason};
+use deal_heads::reward::{Breakdown, WeightedReward};
 
 use crate::batch::{Batch, Finish};
 use crate::config::SearchConfig;
@@ -17,8 +17,8 @@ use crate::stream::Stream;
 /// What a search runs on.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
-    /// The loaded model the search runs on.
-    pub engine: &'a Engine,
+    /// The model the search runs on (the local engine, or a remote one).
+    pub backend: &'a dyn Backend,
     /// The prompt as text: tokenized (with BOS when the model wants one) unless `tokens` are
     /// given, and the prompt the reward heads see.
     pub prompt: &'a str,
@@ -32,9 +32,9 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// A request for `prompt` (tokenized by the engine), without reward or cancel flag.
-    pub fn new(engine: &'a Engine, prompt: &'a str) -> Self {
-        Self { engine, prompt, tokens: None, reward: None, cancel: None }
+    /// A request for `prompt` (tokenized by the backend), without reward or cancel flag.
+    pub fn new(backend: &'a dyn Backend, prompt: &'a str) -> Self {
+        Self { backend, prompt, tokens: None, reward: None, cancel: None }
     }
 
     /// Search from these prompt tokens; `prompt` stays what the heads see.
@@ -138,10 +138,14 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     cfg.validate()?;
     let prompt = match req.tokens {
         Some(t) => t.to_vec(),
-        None => req.engine.encode_prompt(req.prompt)?,
+        None => req.backend.encode_prompt(req.prompt)?,
     };
-    let batch = Batch::start(req.engine, &prompt, cfg.max_tokens, &cfg.stop, req.cancel)?;
-    let stream = Stream::new(req.engine.tokenizer(), &cfg.stop, on_text);
+    let hidden = req.reward.is_some_and(WeightedReward::needs_hidden);
+    if hidden && !req.backend.capabilities().hidden_states {
+        return Err(deal_backend::Error::unsupported("hidden_states", "run a head that reads hidden states").into());
+    }
+    let batch = Batch::start(req.backend, &prompt, cfg.max_tokens, &cfg.stop, req.cancel, hidden)?;
+    let stream = Stream::new(req.backend.codec(), &cfg.stop, on_text);
     let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };
     let (tokens, text, finish, row) = match controller.search(&mut s) {
         Ok(Final { row }) => {
@@ -162,7 +166,7 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     let breakdown = match req.reward {
         Some(reward) => {
             let hidden = reward.needs_hidden();
-            let mut cand = deal_runtime::heads::Candidate::new(req.prompt, text.clone()).with_tokens(tokens.clone());
+            let mut cand = deal_heads::Candidate::new(req.prompt, text.clone()).with_tokens(tokens.clone());
             if hidden {
                 if let Some(r) = row {
                     s.batch.sync_hidden()?;

@@ -23,16 +23,17 @@
 //! `margin`, the search commits to it: the candidate and its lookahead tokens that are
 //! already in the cache (all but the last, which was never fed) become the single beam, and
 //! the other beams are dropped. A step then commits up to l tokens for the same l passes.
+//!
+//! On a backend whose steps are round trips (a remote server), the candidates' lookaheads
+//! are one call per step ([`crate::batch::Batch::rollout`]): the server's prefix cache shares
+//! the prompt, and its greedy continuation is the lookahead.
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::argmax;
-
-use crate::batch::{common_prefix, Finish, Logits};
+use crate::batch::{common_prefix, Trace};
 use crate::config::{Commit, SearchConfig};
 use crate::controller::{Final, Session};
 use crate::error::Result;
 use crate::registry::Build;
-use crate::util::{best, candidates, order_desc, token_logprob};
+use crate::util::{best, candidates, order_desc};
 
 /// See the module documentation.
 pub struct Deal;
@@ -59,7 +60,7 @@ impl Build for Deal {
                     proposals.push(None);
                     continue;
                 }
-                for (t, lp) in candidates(row.next_logits()?, cfg.k, cfg.top_p) {
+                for (t, lp) in candidates(row.next_dist()?, cfg.k, cfg.top_p) {
                     parents.push(i);
                     proposals.push(Some((t, lp)));
                 }
@@ -73,39 +74,7 @@ impl Build for Deal {
                 }
             }
             // 2. feed the candidates, then roll every live one out l greedy tokens in lockstep
-            s.batch.forward(LogitsFor::Last)?;
-            let mut cands: Vec<Cand> = s
-                .batch
-                .rows
-                .iter()
-                .map(|row| Cand {
-                    base: row.tokens.len(),
-                    finish: row.finish,
-                    logits: row.logits.clone(),
-                    lookahead_lp: Vec::new(),
-                    step_logits: Vec::new(),
-                })
-                .collect();
-            for j in 0..cfg.lookahead {
-                for (r, cand) in cands.iter_mut().enumerate() {
-                    if s.batch.rows[r].is_done() {
-                        continue;
-                    }
-                    let logits = s.batch.rows[r].next_logits()?;
-                    let t = argmax(logits);
-                    if lead.is_some() {
-                        cand.lookahead_lp.push(token_logprob(logits, t));
-                        cand.step_logits.push(s.batch.rows[r].logits.clone());
-                    }
-                    s.batch.push(r, t)?;
-                }
-                let last = j + 1 == cfg.lookahead;
-                if !last {
-                    s.batch.forward(LogitsFor::Last)?;
-                } else if hidden {
-                    s.batch.forward(if lead.is_some() { LogitsFor::Last } else { LogitsFor::None })?;
-                }
-            }
+            let mut cands: Vec<Trace> = s.batch.rollout(cfg.lookahead, lead.is_some(), hidden)?;
             // 3. score: log P(prefix + candidate) + λ·h(lookahead text)
             let all: Vec<usize> = (0..n).collect();
             let values = if cfg.lambda == 0.0 { vec![0.0; n] } else { s.values(reward, &all)? };
@@ -129,8 +98,8 @@ impl Build for Deal {
             for (i, &r) in keep.iter().enumerate() {
                 let row = &mut s.batch.rows[i];
                 row.finish = cands[r].finish;
-                if row.logits.is_none() {
-                    row.logits = cands[r].logits.take();
+                if row.dist.is_none() {
+                    row.dist = cands[r].first.take();
                 }
             }
             let agreed = common_prefix(&s.batch.rows);
@@ -144,33 +113,17 @@ impl Build for Deal {
     }
 }
 
-/// One candidate of a step: a row of the batch after its candidate token.
-struct Cand {
-    /// Response length after the candidate token.
-    base: usize,
-    /// Whether the candidate ended the row (EOS, stop string, length); `None` = live.
-    finish: Option<Finish>,
-    /// Next-token logits after the candidate token (from the first lookahead pass).
-    logits: Option<Logits>,
-    /// Log-probabilities of the lookahead tokens (kept only under `Commit::Lead`).
-    lookahead_lp: Vec<f64>,
-    /// The logits each lookahead token was chosen from (kept only under `Commit::Lead`); the
-    /// first are those after the candidate.
-    step_logits: Vec<Option<Logits>>,
-}
-
-
 impl Deal {
     /// Make candidate row `w` the only beam, keeping its lookahead tokens that are in the
     /// cache (the last one, never fed, is dropped unless the row ended there), or, with
     /// `min_prob` > 0, only the leading ones chosen with at least that probability.
-    fn accept_lookahead(s: &mut Session<'_>, w: usize, cand: &Cand, min_prob: f64) -> Result<()> {
+    fn accept_lookahead(s: &mut Session<'_>, w: usize, cand: &Trace, min_prob: f64) -> Result<()> {
         s.batch.select(&[w])?;
         let row = &s.batch.rows[0];
         let (len, fed, finish) = (row.tokens.len(), row.fed(), row.finish);
         let confident = if min_prob > 0.0 {
             let floor = min_prob.ln();
-            cand.lookahead_lp.iter().take_while(|&&lp| lp >= floor).count()
+            cand.logprobs.iter().take_while(|&&lp| lp >= floor).count()
         } else {
             usize::MAX
         };
@@ -180,14 +133,14 @@ impl Deal {
         }
         let kept = s.batch.rows[0].tokens.len() - cand.base;
         let row = &mut s.batch.rows[0];
-        row.logprob += cand.lookahead_lp.iter().take(kept).sum::<f64>();
+        row.logprob += cand.logprobs.iter().take(kept).sum::<f64>();
         if keep == len {
             row.finish = finish;
         }
-        if row.logits.is_none() {
-            // the logits the next token would be chosen from: after the candidate, or after
-            // the last kept lookahead token
-            row.logits = cand.step_logits.get(kept).cloned().flatten();
+        if row.dist.is_none() {
+            // the distribution the next token would be chosen from: after the candidate, or
+            // after the last kept lookahead token
+            row.dist = cand.dists.get(kept).cloned().flatten();
         }
         Ok(())
     }

@@ -5,8 +5,7 @@
 //! their partial text and the lowest-scoring `prune_fraction` of them is dropped (at least
 //! one row survives), so later passes run fewer rows. The best final text by h wins.
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::Sampler;
+use deal_backend::sampling::Sampler;
 
 use crate::config::SearchConfig;
 use crate::controller::{Final, Session};
@@ -37,7 +36,7 @@ impl Build for EarlyPrune {
             if s.batch.all_done() {
                 break;
             }
-            s.batch.forward(LogitsFor::Last)?;
+            s.batch.forward()?;
             step += 1;
             let rows = s.batch.len();
             let keep = ((rows as f64 * (1.0 - cfg.prune_fraction)).ceil() as usize).clamp(1, rows);

@@ -26,12 +26,12 @@ pub enum ControlError {
     /// The caller cancelled (callback returned `false` or the cancel flag was set).
     #[error("the search was cancelled")]
     Cancelled,
-    /// The engine or a reward head failed.
+    /// The backend failed (or lacks a capability the search needs).
     #[error(transparent)]
-    Runtime(#[from] deal_runtime::Error),
-    /// A tensor operation failed.
+    Backend(#[from] deal_backend::Error),
+    /// A reward head failed, or the reward spec is invalid.
     #[error(transparent)]
-    Candle(#[from] candle_core::Error),
+    Heads(#[from] deal_heads::Error),
 }
 
 /// Shorthand result type of the controllers.
@@ -44,6 +44,6 @@ impl ControlError {
 
     /// An internal invariant broke (a row without logits where the search needs them).
     pub(crate) fn internal(message: impl Into<String>) -> Self {
-        ControlError::Runtime(deal_runtime::Error::invalid(message))
+        ControlError::Backend(deal_backend::Error::Engine(message.into()))
     }
 }

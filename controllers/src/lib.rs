@@ -1,9 +1,10 @@
 #![warn(missing_docs)]
 //! # deal-controllers
 //!
-//! Decoding-time search over deal's engine, steered by a per-request [`WeightedReward`]
-//! (`deal_runtime::reward`). Every controller batches all its rows through one forward pass
-//! per step on a forked KV cache.
+//! Decoding-time search over any [`deal_backend::Backend`] (the local engine, a remote
+//! OpenAI-compatible server), steered by a per-request [`WeightedReward`]
+//! (`deal_heads::reward`). Every controller batches all its rows through one pass per step
+//! (on the local engine: one forward pass over a forked KV cache).
 //!
 //! - [`greedy`], [`sample`]: baselines through the same path;
 //! - [`deal`]: DeAL lookahead search (Huang et al. 2024): b beams × top-k candidates, each
@@ -13,14 +14,13 @@
 //! - [`best_of_n`]: N samples, the best final text by h;
 //! - [`early_prune`]: speculative rejection (Sun et al. 2024): N samples pruned by partial h.
 //!
-//! Shared parts: [`Alignment`] (controller + config + reward spec, as requests give them),
-//! [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
-//! cancel, breakdown, stats), [`batch::Batch`] (rows + cache + stop/EOS + text),
-//! [`registry`] (name → controller). Adding a controller is one file plus one line below.
+//! Shared parts: [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
+//! cancel, breakdown, stats), [`batch::Batch`] (rows + backend state + stop/EOS + text),
+//! [`Registry`] (name → controller, passed in by the program). Adding a built-in controller is
+//! one file plus one line below; a program adds its own with [`Registry::register`].
 //!
-//! [`WeightedReward`]: deal_runtime::reward::WeightedReward
+//! [`WeightedReward`]: deal_heads::reward::WeightedReward
 
-pub mod alignment;
 pub mod batch;
 pub mod config;
 pub mod controller;
@@ -30,9 +30,9 @@ pub mod stats;
 pub mod stream;
 mod util;
 
-pub use alignment::{Alignment, AlignmentError};
 pub use config::{Commit, SearchConfig};
 pub use controller::{run, Controller, Outcome, Request};
+pub use registry::Registry;
 pub use error::{ControlError, Result};
 pub use stats::SearchStats;
 
@@ -54,10 +54,4 @@ controllers! {
     blockwise => Blockwise,
     best_of_n => BestOfN,
     early_prune => EarlyPrune,
-}
-
-/// Build controller `name` from `cfg` and run it on `req` (see [`controller::run`]).
-pub fn search(name: &str, cfg: &SearchConfig, req: &Request<'_>, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
-    let c = registry::build(name, cfg)?;
-    run(c.as_ref(), req, on_text)
 }

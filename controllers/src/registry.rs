@@ -1,5 +1,6 @@
-//! Controllers by name: each is built from a [`SearchConfig`] (validated first). The list
-//! itself is the `controllers!` line in `lib.rs`.
+//! Controllers by name ([`Registry`]): each is built from a [`SearchConfig`] (validated
+//! first). The built-in list is the `controllers!` line in `lib.rs`; a program adds its own
+//! with [`Registry::register`].
 
 use crate::config::SearchConfig;
 use crate::controller::{Controller, Final, Session};
@@ -73,23 +74,65 @@ impl Kind {
     }
 }
 
-/// Every controller, in listing order.
-pub fn kinds() -> Vec<Kind> {
-    crate::builtin_kinds()
+/// The controllers available by name. Build one (usually [`Registry::builtin`], extended
+/// with [`Registry::register`]) and pass it to whatever validates and runs requests: adding
+/// a controller needs no change to deal.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    kinds: Vec<Kind>,
 }
 
-/// Names of every controller.
-pub fn names() -> Vec<&'static str> {
-    kinds().iter().map(|k| k.name).collect()
-}
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self::default()
+    }
 
-/// Build controller `name` from `cfg` (validated; errors name the field or list the names).
-pub fn build(name: &str, cfg: &SearchConfig) -> Result<Box<dyn Controller>> {
-    let kinds = kinds();
-    let kind = kinds.iter().find(|k| k.name == name).ok_or_else(|| ControlError::UnknownController {
-        name: name.to_string(),
-        valid: kinds.iter().map(|k| k.name.to_string()).collect(),
-    })?;
-    cfg.validate()?;
-    (kind.build)(cfg.clone())
+    /// The built-in controllers, in listing order.
+    pub fn builtin() -> Self {
+        Self { kinds: crate::builtin_kinds() }
+    }
+
+    /// Add (or replace) controller `C`.
+    pub fn register<C: Build>(&mut self) {
+        self.kinds.retain(|k| k.name != C::NAME);
+        self.kinds.push(Kind::of::<C>());
+    }
+
+    /// Every registered controller, in registration order.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// The controller named `name`.
+    pub fn get(&self, name: &str) -> Option<&Kind> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+
+    /// Names of every registered controller.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.name).collect()
+    }
+
+    /// Build controller `name` from `cfg` (validated; errors name the field or list the names).
+    pub fn build(&self, name: &str, cfg: &SearchConfig) -> Result<Box<dyn Controller>> {
+        let kind = self.get(name).ok_or_else(|| ControlError::UnknownController {
+            name: name.to_string(),
+            valid: self.names().iter().map(|k| k.to_string()).collect(),
+        })?;
+        cfg.validate()?;
+        (kind.build)(cfg.clone())
+    }
+
+    /// Build controller `name` from `cfg` and run it on `req` (see [`crate::run`]).
+    pub fn search(
+        &self,
+        name: &str,
+        cfg: &SearchConfig,
+        req: &crate::Request<'_>,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<crate::Outcome> {
+        let c = self.build(name, cfg)?;
+        crate::run(c.as_ref(), req, on_text)
+    }
 }

@@ -1,6 +1,6 @@
 //! `sample`: temperature / top-p sampling with a seed; the sampling baseline.
 
-use deal_runtime::sampling::Sampler;
+use deal_backend::sampling::Sampler;
 
 use crate::config::SearchConfig;
 use crate::controller::{Final, Session};
@@ -23,7 +23,7 @@ impl Build for Sample {
 
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let mut sampler = Sampler::new(sampling(cfg))?;
-        decode_single(s, |logits| Ok(sampler.sample(logits, &[])?))?;
+        decode_single(s, |dist| Ok(dist.sample(&mut sampler, &[])?))?;
         Ok(Final { row: 0 })
     }
 }

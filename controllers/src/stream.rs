@@ -2,14 +2,15 @@
 //! (UTF-8 complete, not the start of a stop string), and turns a `false` from the callback
 //! into [`ControlError::Cancelled`].
 
-use deal_runtime::stop::StopMatcher;
-use deal_runtime::tokenizer::{GgufTokenizer, StreamDecoder};
+use deal_backend::codec::StreamDecoder;
+use deal_backend::stop::StopMatcher;
+use deal_backend::TextCodec;
 
 use crate::error::{ControlError, Result};
 
 /// The committed output of a search.
 pub struct Stream<'a> {
-    tokenizer: &'a GgufTokenizer,
+    tokenizer: &'a dyn TextCodec,
     on_text: &'a mut dyn FnMut(&str) -> bool,
     tokens: Vec<u32>,
     decoder: StreamDecoder,
@@ -20,7 +21,7 @@ pub struct Stream<'a> {
 impl<'a> Stream<'a> {
     /// Decode tokens with `tokenizer`, hold text back at the `stop` strings, and hand final text to
     /// `on_text` (which returns `false` to cancel).
-    pub fn new(tokenizer: &'a GgufTokenizer, stop: &[String], on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
+    pub fn new(tokenizer: &'a dyn TextCodec, stop: &[String], on_text: &'a mut dyn FnMut(&str) -> bool) -> Self {
         Self {
             tokenizer,
             on_text,

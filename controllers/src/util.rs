@@ -1,16 +1,15 @@
 //! Small helpers the controllers share: candidate lists, ranking, one-row decoding.
 
-use deal_runtime::model::LogitsFor;
-use deal_runtime::sampling::{logsumexp, top_k};
+use deal_backend::sampling::{Sampler, SamplingParams};
+use deal_backend::TokenDist;
 
 use crate::controller::Session;
 use crate::error::Result;
 
 /// The `k` most likely tokens as `(token, log-probability)`, best first, cut to the smallest
 /// prefix whose probability reaches `top_p` (at least one).
-pub fn candidates(logits: &[f32], k: usize, top_p: f32) -> Vec<(u32, f64)> {
-    let lse = logsumexp(logits);
-    let mut out: Vec<(u32, f64)> = top_k(logits, k).into_iter().map(|(t, l)| (t, (l - lse) as f64)).collect();
+pub fn candidates(dist: &TokenDist, k: usize, top_p: f32) -> Vec<(u32, f64)> {
+    let mut out = dist.top_k(k);
     if top_p < 1.0 {
         let mut acc = 0.0;
         let keep = out.iter().position(|&(_, lp)| {
@@ -20,11 +19,6 @@ pub fn candidates(logits: &[f32], k: usize, top_p: f32) -> Vec<(u32, f64)> {
         out.truncate(keep.map_or(out.len(), |i| i + 1));
     }
     out
-}
-
-/// Log-probability of `token` under `logits`.
-pub fn token_logprob(logits: &[f32], token: u32) -> f64 {
-    logits.get(token as usize).map_or(f64::NEG_INFINITY, |&l| (l - logsumexp(logits)) as f64)
 }
 
 /// Indices of `scores`, best first; ties keep the lower index first.
@@ -40,33 +34,33 @@ pub fn best(scores: &[f64]) -> Option<usize> {
 }
 
 /// Decode one row token by token with `pick`, committing each token as it is chosen.
-pub fn decode_single(s: &mut Session<'_>, mut pick: impl FnMut(&[f32]) -> Result<u32>) -> Result<()> {
+pub fn decode_single(s: &mut Session<'_>, mut pick: impl FnMut(&TokenDist) -> Result<u32>) -> Result<()> {
     loop {
-        let token = pick(s.batch.rows[0].next_logits()?)?;
+        let token = pick(s.batch.rows[0].next_dist()?)?;
         let live = s.batch.push(0, token)?;
         s.stream.commit(&s.batch.rows[0].tokens)?;
         if !live {
             return Ok(());
         }
-        s.batch.forward(LogitsFor::Last)?;
+        s.batch.forward()?;
     }
 }
 
 /// Draw every live row's next token with `sampler` (rows in order, so a seed fixes all).
-pub fn sample_rows(s: &mut Session<'_>, sampler: &mut deal_runtime::sampling::Sampler) -> Result<()> {
+pub fn sample_rows(s: &mut Session<'_>, sampler: &mut Sampler) -> Result<()> {
     for r in 0..s.batch.len() {
         if s.batch.rows[r].is_done() {
             continue;
         }
-        let token = sampler.sample(s.batch.rows[r].next_logits()?, &[])?;
+        let token = s.batch.rows[r].next_dist()?.sample(sampler, &[])?;
         s.batch.push(r, token)?;
     }
     Ok(())
 }
 
 /// Sampling parameters of the sampling controllers.
-pub fn sampling(cfg: &crate::SearchConfig) -> deal_runtime::sampling::SamplingParams {
-    deal_runtime::sampling::SamplingParams {
+pub fn sampling(cfg: &crate::SearchConfig) -> SamplingParams {
+    SamplingParams {
         temperature: cfg.temperature,
         top_p: cfg.top_p,
         seed: cfg.seed,

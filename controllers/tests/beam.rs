@@ -6,8 +6,8 @@ mod common;
 
 use common::{engine_f32, keywords, run};
 use deal_controllers::SearchConfig;
-use deal_runtime::sampling::{log_softmax, top_k};
-use deal_runtime::Engine;
+use deal_backend::sampling::{log_softmax, top_k};
+use deal_engine::Engine;
 
 /// Plain beam search: `k` candidates per live beam, keep the best `b` by cumulative
 /// log-probability (ties: earlier beam, then more likely token), finished beams carry over.

@@ -7,8 +7,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{engine, keywords, run};
-use deal_controllers::{registry, search, Commit, ControlError, Request, SearchConfig};
-use deal_runtime::FinishReason;
+use deal_controllers::{Commit, ControlError, Request, SearchConfig};
+use deal_backend::FinishReason;
 
 const PROMPT: &str = "The old lighthouse keeper";
 
@@ -33,7 +33,7 @@ fn cfg() -> SearchConfig {
 fn same_seed_same_output_and_streams_add_up() {
     let e = engine();
     let r = keywords(&["light", "sea"]);
-    for name in registry::names() {
+    for name in deal_controllers::Registry::builtin().names() {
         let (a, pieces) = run(e, name, &cfg(), PROMPT, Some(&r));
         let (b, _) = run(e, name, &cfg(), PROMPT, Some(&r));
         assert_eq!(a.tokens, b.tokens, "{name}: same seed, different output");
@@ -55,7 +55,7 @@ fn stop_strings_end_every_controller() {
     let e = engine();
     let r = keywords(&["light"]);
     let c = SearchConfig { stop: vec![" the".into(), ",".into(), ".".into()], max_tokens: 24, ..cfg() };
-    for name in registry::names() {
+    for name in deal_controllers::Registry::builtin().names() {
         let (o, pieces) = run(e, name, &c, PROMPT, Some(&r));
         assert!(!o.text.contains(" the") && !o.text.contains(',') && !o.text.contains('.'), "{name}: {:?}", o.text);
         assert_eq!(pieces.concat(), o.text, "{name}");
@@ -73,7 +73,7 @@ fn cancellation_stops_within_one_step() {
     let c = SearchConfig { beams: 1, lookahead: 3, max_tokens: 16, ..cfg() };
     let req = Request::new(e, PROMPT).with_reward(&r);
     let mut calls = 0;
-    let out = search("deal", &c, &req, &mut |_| {
+    let out = deal_controllers::Registry::builtin().search("deal", &c, &req, &mut |_| {
         calls += 1;
         false
     })
@@ -86,7 +86,7 @@ fn cancellation_stops_within_one_step() {
     // the flag, set from the callback: the next forward pass does not run
     let flag = AtomicBool::new(false);
     let req = Request::new(e, PROMPT).with_reward(&r).with_cancel(&flag);
-    let out = search("deal", &c, &req, &mut |_| {
+    let out = deal_controllers::Registry::builtin().search("deal", &c, &req, &mut |_| {
         flag.store(true, Ordering::Relaxed);
         true
     })
@@ -96,8 +96,8 @@ fn cancellation_stops_within_one_step() {
 
     // a flag set before the start: nothing but the prefill runs, for every controller
     flag.store(true, Ordering::Relaxed);
-    for name in registry::names() {
-        let out = search(name, &cfg(), &req, &mut |_| true).unwrap();
+    for name in deal_controllers::Registry::builtin().names() {
+        let out = deal_controllers::Registry::builtin().search(name, &cfg(), &req, &mut |_| true).unwrap();
         assert_eq!(out.finish, FinishReason::Cancelled, "{name}");
         assert_eq!(out.stats.forward_passes, 0, "{name}");
     }
@@ -133,7 +133,7 @@ fn configs_are_checked_at_the_edge() {
     let e = engine();
     let r = keywords(&["light"]);
     let req = Request::new(e, PROMPT).with_reward(&r);
-    let err = |name: &str, c: SearchConfig| search(name, &c, &req, &mut |_| true).unwrap_err();
+    let err = |name: &str, c: SearchConfig| deal_controllers::Registry::builtin().search(name, &c, &req, &mut |_| true).unwrap_err();
     match err("deal", SearchConfig { k: 0, ..cfg() }) {
         ControlError::BadConfig { field: "k", .. } => {}
         other => panic!("k = 0: {other}"),
@@ -149,7 +149,7 @@ fn configs_are_checked_at_the_edge() {
     let e2 = err("beam", cfg());
     assert!(e2.to_string().contains("deal") && e2.to_string().contains("best_of_n"), "{e2}");
     let bare = Request::new(e, PROMPT);
-    match search("deal", &cfg(), &bare, &mut |_| true).unwrap_err() {
+    match deal_controllers::Registry::builtin().search("deal", &cfg(), &bare, &mut |_| true).unwrap_err() {
         ControlError::NeedsReward("deal") => {}
         other => panic!("no reward: {other}"),
     }

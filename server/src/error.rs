@@ -113,6 +113,17 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
     }
 
+    /// 504: an upstream engine did not answer in time.
+    pub fn upstream_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", message)
+    }
+
+    /// The same error with a machine-readable `code` (e.g. the missing capability).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
     /// 500: a bug or an engine failure (never caused by the request's content).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
@@ -145,24 +156,36 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An engine-side error as the client should see it: bad input stays a 400, an external
-/// reward server's failure is a 502, anything else is the server's fault.
+/// A search error as the client should see it: bad input stays a 400 (a missing backend
+/// capability too, naming it), an upstream engine's or reward server's failure is a 502 (a
+/// timeout 504), anything else is the server's fault.
 impl From<deal_controllers::ControlError> for ApiError {
     fn from(e: deal_controllers::ControlError) -> Self {
+        use deal_backend::Error as B;
         use deal_controllers::ControlError as C;
-        use deal_runtime::reward::RewardError as R;
+        use deal_heads::reward::RewardError as R;
+        use deal_heads::Error as H;
+        let backend = |b: &B| match b {
+            B::InvalidArgument(_) | B::Tokenizer(_) => ApiError::bad_request(e.to_string()),
+            B::Unsupported { capability, .. } => ApiError::invalid("alignment", e.to_string()).with_code(capability),
+            B::Upstream { .. } => ApiError::upstream(e.to_string()),
+            B::Timeout(_) => ApiError::upstream_timeout(e.to_string()),
+            B::Engine(_) => ApiError::internal(e.to_string()),
+        };
         match &e {
             C::BadConfig { field, .. } => ApiError::invalid(format!("alignment.params.{field}"), e.to_string()),
             C::UnknownController { .. } => ApiError::invalid("alignment.controller", e.to_string()),
             C::NeedsReward(_) => ApiError::invalid("alignment.weights", e.to_string()),
-            C::Runtime(deal_runtime::Error::InvalidArgument(_)) => ApiError::bad_request(e.to_string()),
-            C::Runtime(deal_runtime::Error::Reward(R::Head { head, .. })) if head == "http" => {
-                ApiError::upstream(e.to_string())
-            }
-            C::Runtime(deal_runtime::Error::Reward(R::Head { .. } | R::WrongCount { .. } | R::NotFinite { .. })) => {
-                ApiError::internal(e.to_string())
-            }
-            C::Runtime(deal_runtime::Error::Reward(_)) => ApiError::invalid("alignment", e.to_string()),
+            C::Backend(b) => backend(b),
+            C::Heads(H::Backend(b)) => backend(b),
+            C::Heads(H::InvalidArgument(_)) => ApiError::bad_request(e.to_string()),
+            C::Heads(H::Reward(R::Head { head, source })) => match source.as_ref() {
+                H::Backend(b) => backend(b),
+                _ if head == "http" => ApiError::upstream(e.to_string()),
+                _ => ApiError::internal(e.to_string()),
+            },
+            C::Heads(H::Reward(R::WrongCount { .. } | R::NotFinite { .. })) => ApiError::internal(e.to_string()),
+            C::Heads(H::Reward(_)) => ApiError::invalid("alignment", e.to_string()),
             _ => ApiError::internal(e.to_string()),
         }
     }

@@ -26,8 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use error::ApiError;
-use deal_runtime::heads::HeadContext;
-use deal_runtime::Engine;
+use deal_driver::Driver;
 
 /// Settings of a server.
 #[derive(Debug, Clone)]
@@ -64,8 +63,8 @@ impl Default for ServerConfig {
 
 /// What every handler shares.
 pub struct AppState {
-    /// The served model.
-    pub engine: Arc<Engine>,
+    /// The backend and registries every request runs with.
+    pub driver: Driver,
     /// The job queue and the threads that run searches.
     pub worker: worker::Worker,
     /// Counters reported at `GET /metrics`.
@@ -79,15 +78,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Start the worker threads for `engine`.
-    pub fn new(engine: Arc<Engine>, config: ServerConfig) -> Arc<Self> {
-        let heads = HeadContext::with_policy(engine.clone());
+    /// Start the worker threads for `driver`.
+    pub fn new(driver: Driver, config: ServerConfig) -> Arc<Self> {
         let metrics = Arc::new(metrics::Metrics::default());
-        let worker = worker::Worker::spawn(engine.clone(), heads, metrics.clone(), config.parallel, config.queue);
-        let mut served = vec![engine.name()];
+        let worker = worker::Worker::spawn(driver.clone(), metrics.clone(), config.parallel, config.queue);
+        let mut served = vec![driver.backend().model_id()];
         served.extend(config.aliases.iter().cloned());
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Arc::new(Self { engine, worker, metrics, config, served, created })
+        Arc::new(Self { driver, worker, metrics, config, served, created })
     }
 }
 
@@ -100,12 +98,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind `config.host:config.port` (port 0: any free port) and serve in the background on
-    /// the current tokio runtime.
-    pub async fn start(engine: Arc<Engine>, config: ServerConfig) -> std::io::Result<Server> {
+    /// Bind `config.host:config.port` (port 0: any free port) and serve `driver` (a backend
+    /// with its heads and controllers registries) in the background on the current tokio
+    /// runtime.
+    pub async fn start(driver: Driver, config: ServerConfig) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
         let addr = listener.local_addr()?;
-        let app = routes::router(AppState::new(engine, config));
+        let app = routes::router(AppState::new(driver, config));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -8,10 +8,9 @@
 //! a JSON `response_format`, non-zero penalties, `logit_bias`) are refused with a 400 rather
 //! than silently ignored; other fields (`user`, `metadata`, `store`...) are ignored.
 
-use deal_controllers::{Alignment, SearchConfig};
-use deal_runtime::chat::{Message, Role};
-use deal_runtime::reward::RewardSpec;
-use deal_runtime::Engine;
+use deal_backend::chat::{Message, Role};
+use deal_controllers::SearchConfig;
+use deal_driver::{Alignment, Driver, Prompt};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -25,34 +24,19 @@ pub enum Endpoint {
     Completion,
 }
 
-/// One prompt to answer.
-#[derive(Debug, Clone)]
-pub struct Prompt {
-    /// Prompt tokens (a chat rendered by the model's template).
-    pub tokens: Vec<u32>,
-    /// The text the reward heads see as the prompt (the last user message of a chat).
-    pub text: String,
-}
-
 /// A validated generation request.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
     /// The endpoint the request came to.
     pub endpoint: Endpoint,
-    /// One or more prompts (completions take a list); each is answered `n` times.
-    pub prompts: Vec<Prompt>,
-    /// Choices per prompt (1 to [`MAX_N`]).
-    pub n: usize,
     /// Whether to answer with server-sent chunks.
     pub stream: bool,
     /// `stream_options.include_usage`: end the stream with a chunk of token counts.
     pub include_usage: bool,
-    /// The controller that runs (`greedy` / `sample` without alignment).
-    pub controller: String,
-    /// Search settings: the OpenAI sampling fields plus `alignment.params`.
-    pub config: SearchConfig,
-    /// The reward spec, when the request asked for alignment.
-    pub reward: Option<RewardSpec>,
+    /// What the driver runs: the prompts (a completions request may give a list), `n`
+    /// (1 to [`MAX_N`]), the controller (`greedy` / `sample` without alignment), its config
+    /// (the OpenAI sampling fields plus `alignment.params`) and the reward spec.
+    pub job: deal_driver::Request,
 }
 
 /// Most choices per request.
@@ -65,7 +49,8 @@ pub const MAX_PROMPTS: usize = 16;
 pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// Parse and validate a request body for `endpoint`.
-pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]) -> Result<GenerationRequest, ApiError> {
+pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]) -> Result<GenerationRequest, ApiError> {
+    let engine = driver.backend();
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!("the request body is not valid JSON: {e}"))
     })?;
@@ -129,7 +114,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]
             let head_text = messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone());
             let tokens = engine.encode_chat(&messages).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
             prompts.push(Prompt { tokens, text: head_text.unwrap_or_default() });
-            for s in engine.chat_template().stop_strings() {
+            for s in engine.chat_stop_strings() {
                 if !stop.contains(&s) {
                     stop.push(s);
                 }
@@ -147,7 +132,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]
     }
 
     // context room
-    let ctx = engine.model().config().context_length;
+    let ctx = engine.context_length();
     let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
     let prompt_param = if endpoint == Endpoint::Chat { "messages" } else { "prompt" };
     if longest == 0 {
@@ -182,7 +167,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]
     // alignment
     let alignment = match obj.get("alignment") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(Alignment::from_value(v).map_err(|e| ApiError::invalid(e.param, e.message))?),
+        Some(v) => Some(Alignment::from_value(v, driver.registries()).map_err(|e| ApiError::invalid(e.param, e.message))?),
     };
     let seed = seed.unwrap_or_else(rand::random::<u64>);
     let (controller, mut config, reward) = match alignment {
@@ -210,7 +195,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]
     }
     // the standard fields may make the controller's config invalid (e.g. temperature 0 for a
     // sampling controller): report it against the field the user set
-    if let Err(e) = deal_controllers::registry::build(&controller, &config) {
+    if let Err(e) = driver.registries().controllers.build(&controller, &config) {
         let e = ApiError::from(e);
         let param = match e.param.as_deref() {
             Some("alignment.params.temperature") if temperature.is_some() => Some("temperature".to_string()),
@@ -219,7 +204,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, engine: &Engine, served: &[String]
         };
         return Err(ApiError { param, ..e });
     }
-    Ok(GenerationRequest { endpoint, prompts, n, stream, include_usage, controller, config, reward })
+    Ok(GenerationRequest { endpoint, stream, include_usage, job: deal_driver::Request { prompts, n, controller, config, reward } })
 }
 
 /// Typed getters over a JSON object; errors name the field.

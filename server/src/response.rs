@@ -2,7 +2,7 @@
 //! `usage`, plus deal's `alignment` object (per-head breakdown, total, search stats).
 
 use deal_controllers::Outcome;
-use deal_runtime::FinishReason;
+use deal_backend::FinishReason;
 use serde_json::{json, Value};
 
 use crate::request::{Endpoint, GenerationRequest};
@@ -55,7 +55,7 @@ pub fn choice_alignment(req: &GenerationRequest, o: &Outcome) -> Value {
         None => json!({}),
     };
     if let Some(m) = v.as_object_mut() {
-        m.insert("controller".into(), json!(req.controller));
+        m.insert("controller".into(), json!(req.job.controller));
         m.insert("stats".into(), serde_json::to_value(&o.stats).unwrap_or_default());
     }
     v
@@ -63,14 +63,14 @@ pub fn choice_alignment(req: &GenerationRequest, o: &Outcome) -> Value {
 
 /// Token counts of a request.
 pub fn usage(outcomes: &[&Outcome], req: &GenerationRequest) -> Value {
-    let prompt: usize = req.prompts.iter().map(|p| p.tokens.len()).sum();
+    let prompt: usize = req.job.prompts.iter().map(|p| p.tokens.len()).sum();
     let completion: usize = outcomes.iter().map(|o| o.tokens.len()).sum();
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
 /// The whole (non-streaming) response.
 pub fn completion(meta: &ResponseMeta, req: &GenerationRequest, outcomes: &[&Outcome]) -> Value {
-    let aligned = req.reward.is_some();
+    let aligned = req.job.reward.is_some();
     let choices: Vec<Value> = outcomes
         .iter()
         .enumerate()
@@ -127,7 +127,7 @@ pub fn final_chunk(meta: &ResponseMeta, req: &GenerationRequest, index: usize, o
         Endpoint::Chat => json!({"index": index, "delta": {}, "logprobs": null, "finish_reason": finish_reason(o.finish)}),
         Endpoint::Completion => json!({"index": index, "text": "", "logprobs": null, "finish_reason": finish_reason(o.finish)}),
     };
-    if req.reward.is_some() {
+    if req.job.reward.is_some() {
         choice["alignment"] = choice_alignment(req, o);
     }
     chunk(meta, vec![choice])

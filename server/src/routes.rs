@@ -78,14 +78,9 @@ async fn health(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let mut text = st.metrics.render(st.worker.queued(), st.worker.active(), st.config.queue);
-    let b = st.engine.model().batcher_stats();
-    text.push_str(&format!(
-        "# HELP deal_engine_passes_total Forward passes of the model (concurrent searches share them).\n\
-         # TYPE deal_engine_passes_total counter\ndeal_engine_passes_total {}\n\
-         # HELP deal_engine_calls_total Forward calls served by those passes.\n\
-         # TYPE deal_engine_calls_total counter\ndeal_engine_calls_total {}\n",
-        b.passes, b.jobs
-    ));
+    for c in st.driver.backend().counters() {
+        text.push_str(&format!("# HELP {0} {1}\n# TYPE {0} counter\n{0} {2}\n", c.name, c.help, c.value));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -106,8 +101,10 @@ async fn model(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Resul
 }
 
 /// The reward heads (params, scale, example) and the controllers.
-async fn heads() -> Json<Value> {
-    let heads: Vec<Value> = deal_runtime::heads::Registry::builtin()
+async fn heads(State(st): State<Arc<AppState>>) -> Json<Value> {
+    let registries = st.driver.registries();
+    let heads: Vec<Value> = registries
+        .heads
         .kinds()
         .iter()
         .map(|k| {
@@ -117,7 +114,9 @@ async fn heads() -> Json<Value> {
             v
         })
         .collect();
-    let controllers: Vec<Value> = deal_controllers::registry::kinds()
+    let controllers: Vec<Value> = registries
+        .controllers
+        .kinds()
         .iter()
         .map(|k| json!({"name": k.name, "description": k.description, "needs_reward": k.needs_reward}))
         .collect();
@@ -156,7 +155,7 @@ async fn complete(
     })?;
     // templating and tokenizing a long prompt is CPU work: keep it off the async threads
     let st2 = st.clone();
-    let req = tokio::task::spawn_blocking(move || request::parse(&body, endpoint, &st2.engine, &st2.served))
+    let req = tokio::task::spawn_blocking(move || request::parse(&body, endpoint, &st2.driver, &st2.served))
         .await
         .map_err(|_| ApiError::internal("request parsing failed unexpectedly"))??;
     let (tx, rx) = unbounded_channel();
@@ -179,7 +178,7 @@ async fn collect(
     mut rx: UnboundedReceiver<Event>,
     _guard: CancelOnDrop,
 ) -> Result<Response, ApiError> {
-    let want = req.prompts.len() * req.n;
+    let want = req.job.prompts.len() * req.job.n;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; want];
     let mut done = 0;
     while done < want {
@@ -274,7 +273,7 @@ async fn stream(
     if let Some(Event::Failed(e)) = first {
         return Err(e);
     }
-    let want = req.prompts.len() * req.n;
+    let want = req.job.prompts.len() * req.job.n;
     let mut s = Streaming {
         st,
         meta,

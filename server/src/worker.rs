@@ -1,7 +1,8 @@
 //! The engine worker: validated jobs arrive over a bounded crossbeam queue (full → the
 //! handler answers 429) and are run by a few worker threads. Each thread runs one search at
 //! a time; concurrent searches take turns at the model's forward pass in arrival order
-//! ([`deal_runtime::turns`]), so a short request is not stuck behind a long one. Results go
+//! (the engine's scheduler), so a short request is not stuck behind a long one. Each job is
+//! run by the one request driver ([`deal_driver::Driver::run`]). Results go
 //! back to the async handler as [`Event`]s; a handler that goes away (client disconnected)
 //! sets the job's cancel flag and the search stops before its next forward pass.
 
@@ -10,9 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use deal_controllers::{Outcome, Request};
-use deal_runtime::heads::HeadContext;
-use deal_runtime::Engine;
+use deal_controllers::Outcome;
+use deal_driver::Driver;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::ApiError;
@@ -65,14 +65,14 @@ pub struct Worker {
 
 impl Worker {
     /// Start `threads` worker threads over a queue of `capacity` jobs.
-    pub fn spawn(engine: Arc<Engine>, heads: Arc<HeadContext>, metrics: Arc<Metrics>, threads: usize, capacity: usize) -> Self {
+    pub fn spawn(driver: Driver, metrics: Arc<Metrics>, threads: usize, capacity: usize) -> Self {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(capacity);
         let active = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
-            let (rx, engine, heads, metrics, active) = (rx.clone(), engine.clone(), heads.clone(), metrics.clone(), active.clone());
+            let (rx, driver, metrics, active) = (rx.clone(), driver.clone(), metrics.clone(), active.clone());
             std::thread::Builder::new()
                 .name(format!("deal-worker-{i}"))
-                .spawn(move || work(rx, &engine, &heads, &metrics, &active))
+                .spawn(move || work(rx, &driver, &metrics, &active))
                 .expect("spawning a worker thread");
         }
         Self { tx, capacity, active }
@@ -98,7 +98,7 @@ impl Worker {
     }
 }
 
-fn work(rx: Receiver<Job>, engine: &Engine, heads: &Arc<HeadContext>, metrics: &Metrics, active: &AtomicUsize) {
+fn work(rx: Receiver<Job>, driver: &Driver, metrics: &Metrics, active: &AtomicUsize) {
     while let Ok(job) = rx.recv() {
         if job.cancel.load(Ordering::Relaxed) {
             metrics.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -107,7 +107,7 @@ fn work(rx: Receiver<Job>, engine: &Engine, heads: &Arc<HeadContext>, metrics: &
         metrics.queue_wait.observe(job.enqueued.elapsed().as_secs_f64());
         active.fetch_add(1, Ordering::Relaxed);
         // a panic inside a search (a bug) must not take the worker thread down with it
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job, engine, heads, metrics)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job, driver, metrics)));
         active.fetch_sub(1, Ordering::Relaxed);
         let failure = match result {
             Ok(Ok(())) => None,
@@ -120,36 +120,25 @@ fn work(rx: Receiver<Job>, engine: &Engine, heads: &Arc<HeadContext>, metrics: &
     }
 }
 
-fn run(job: &Job, engine: &Engine, heads: &Arc<HeadContext>, metrics: &Metrics) -> Result<(), ApiError> {
-    let req = &job.request;
-    let reward = match &req.reward {
-        Some(spec) => Some(spec.build(heads).map_err(|e| ApiError::from(deal_controllers::ControlError::from(e)))?),
-        None => None,
-    };
-    let _ = job.events.send(Event::Started);
+fn run(job: &Job, driver: &Driver, metrics: &Metrics) -> Result<(), ApiError> {
     let (events, cancel) = (&job.events, &job.cancel);
-    for (p, prompt) in req.prompts.iter().enumerate() {
-        for j in 0..req.n {
-            let index = p * req.n + j;
-            // choice j samples with seed + j, so the n choices differ when the controller samples
-            let mut cfg = req.config.clone();
-            cfg.seed = cfg.seed.wrapping_add(j as u64);
-            let controller = deal_controllers::registry::build(&req.controller, &cfg)?;
-            let mut r = Request::new(engine, &prompt.text).with_tokens(&prompt.tokens).with_cancel(cancel);
-            if let Some(w) = &reward {
-                r = r.with_reward(w);
+    let mut on_event = |ev: deal_driver::Event| {
+        let ev = match ev {
+            deal_driver::Event::Started => Event::Started,
+            deal_driver::Event::Text { index, text } => Event::Text { index, text },
+            deal_driver::Event::Done { index, outcome } => {
+                metrics.record_search(&outcome.stats);
+                Event::Done { index, outcome }
             }
-            let mut on_text = |piece: &str| {
-                !cancel.load(Ordering::Relaxed) && events.send(Event::Text { index, text: piece.to_string() }).is_ok()
-            };
-            let outcome = deal_controllers::run(controller.as_ref(), &r, &mut on_text)?;
-            metrics.record_search(&outcome.stats);
-            if cancel.load(Ordering::Relaxed) {
-                metrics.cancelled.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-            let _ = events.send(Event::Done { index, outcome: Box::new(outcome) });
+        };
+        events.send(ev).is_ok()
+    };
+    let outcomes = driver.run(&job.request.job, Some(cancel), &mut on_event)?;
+    if cancel.load(Ordering::Relaxed) {
+        if let Some(o) = outcomes.last() {
+            metrics.record_search(&o.stats);
         }
+        metrics.cancelled.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -305,3 +305,60 @@ fn full_queue_answers_429_and_a_dropped_stream_frees_the_engine() {
     assert!(generated < 1000.0, "the dropped search stopped early ({generated} tokens committed in all)");
     assert_eq!(s.get("/health").0, 200);
 }
+
+/// A head that only a program registers (not built in): the share of words starting with `z`.
+struct Zeds;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+impl deal_heads::RewardHead for Zeds {
+    const NAME: &'static str = "zeds";
+    const DESCRIPTION: &'static str = "share of words starting with z";
+    const PARAMS: &'static [deal_heads::ParamInfo] = &[];
+    const EXAMPLE: &'static str = "{}";
+    type Params = NoParams;
+
+    fn build(_p: NoParams, _ctx: &std::sync::Arc<deal_heads::HeadContext>) -> deal_heads::Result<Self> {
+        Ok(Zeds)
+    }
+
+    fn scale(&self) -> deal_heads::Scale {
+        deal_heads::Scale::UNIT
+    }
+
+    fn score(&self, cands: &[deal_heads::Candidate]) -> deal_heads::Result<Vec<f32>> {
+        Ok(cands
+            .iter()
+            .map(|c| {
+                let w: Vec<&str> = c.response.split_whitespace().collect();
+                w.iter().filter(|x| x.to_lowercase().starts_with('z')).count() as f32 / w.len().max(1) as f32
+            })
+            .collect())
+    }
+}
+
+#[test]
+fn registries_are_passed_in_so_a_custom_head_is_served() {
+    let mut heads = deal_heads::Registry::with_builtin();
+    heads.register::<Zeds>();
+    let e = common::engine();
+    let driver = deal_driver::Driver::new(
+        e.clone(),
+        deal_driver::Registries::new(heads, deal_controllers::Registry::builtin()),
+        deal_heads::HeadContext::with_policy(e),
+    );
+    let s = TestServer::start_with(driver, ServerConfig::default());
+    let (st, body) = s.get("/v1/heads");
+    assert_eq!(st, 200);
+    assert!(body.contains("\"zeds\""), "the custom head is listed: {body}");
+    let body = chat_body("Name an animal.", json!({"max_tokens": 6, "alignment": {"controller": "deal", "weights": {"zeds": 1.0}, "params": {"k": 3, "l": 2}}}));
+    let (st, v) = s.post_json("/v1/chat/completions", &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["alignment"]["heads"][0]["head"], "zeds", "{v}");
+    // the built-in server, with the built-in registries, does not know it
+    let plain = TestServer::start(ServerConfig::default());
+    let (st, v) = plain.post_json("/v1/chat/completions", &body);
+    assert_eq!(st, 400, "{v}");
+}

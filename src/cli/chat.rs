@@ -5,12 +5,11 @@
 //! output, so it can be scripted.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Arc;
 
-use deal_controllers::{Alignment, Outcome};
-use deal_runtime::chat::{Message, Role};
-use deal_runtime::heads::{HeadContext, Registry};
-use deal_runtime::Engine;
+use deal_driver::Alignment;
+use deal_controllers::{Outcome};
+use deal_backend::chat::{Message, Role};
+use deal_driver::Driver;
 
 use super::{ModelArgs, RewardArgs};
 
@@ -54,8 +53,7 @@ Without weights replies are greedy; with weights the controller steers them.";
 
 /// The conversation and its settings.
 struct Chat {
-    engine: Arc<Engine>,
-    heads: Arc<HeadContext>,
+    driver: Driver,
     system: Option<String>,
     messages: Vec<Message>,
     alignment: Alignment,
@@ -78,17 +76,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     alignment.config.max_tokens = a.max_tokens.max(1);
     alignment.config.seed = a.seed;
     alignment.reward = a.reward.spec()?;
-    let engine = Arc::new(a.model.load()?);
-    let heads = HeadContext::with_policy(engine.clone());
-    let mut chat = Chat { engine, heads, system: a.system, messages: Vec::new(), alignment, last: None };
+    let driver = a.model.driver()?;
+    let mut chat = Chat { driver, system: a.system, messages: Vec::new(), alignment, last: None };
     chat.reset();
 
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         let mut rl = rustyline::DefaultEditor::new()?;
-        let history = deal_runtime::setup::deal_home().join("chat_history");
+        let history = deal_engine::setup::deal_home().join("chat_history");
         let _ = rl.load_history(&history);
-        eprintln!("deal chat on `{}` - /help for commands, Ctrl-D to leave", chat.engine.name());
+        eprintln!("deal chat on `{}` - /help for commands, Ctrl-D to leave", chat.driver.backend().model_id());
         loop {
             match rl.readline("> ") {
                 Ok(line) => {
@@ -101,7 +98,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 Err(_) => break,
             }
         }
-        let _ = std::fs::create_dir_all(deal_runtime::setup::deal_home());
+        let _ = std::fs::create_dir_all(deal_engine::setup::deal_home());
         let _ = rl.save_history(&history);
     } else {
         for line in stdin.lock().lines() {
@@ -144,7 +141,7 @@ impl Chat {
                 writeln!(out, "(conversation cleared)")?;
             }
             "heads" => {
-                for k in Registry::builtin().kinds() {
+                for k in self.driver.registries().heads.kinds() {
                     let params: Vec<&str> = k.params.iter().map(|p| p.name).collect();
                     writeln!(out, "{:<11} {}  params: {}", k.name, k.description, params.join(", "))?;
                 }
@@ -157,7 +154,7 @@ impl Chat {
                 match v {
                     Ok(v) => {
                         spec.heads.insert(head.to_string(), v);
-                        match spec.validate(Registry::builtin()) {
+                        match spec.validate(&self.driver.registries().heads) {
                             Ok(()) => {
                                 self.alignment.reward = spec;
                                 writeln!(out, "(head {head} set)")?;
@@ -189,7 +186,7 @@ impl Chat {
         let mut spec = self.alignment.reward.clone();
         spec.weights.clear();
         if rest != "clear" {
-            if let Err(e) = spec.set_weights_from_args(rest).and_then(|_| spec.validate(Registry::builtin())) {
+            if let Err(e) = spec.set_weights_from_args(rest).and_then(|_| spec.validate(&self.driver.registries().heads)) {
                 writeln!(out, "error: {e}")?;
                 return Ok(());
             }
@@ -205,7 +202,7 @@ impl Chat {
         let Some(name) = words.next() else {
             let cfg = serde_json::to_string(&self.alignment.config)?;
             writeln!(out, "controller: {} {cfg}", self.alignment.controller)?;
-            writeln!(out, "available: {}", deal_controllers::registry::names().join(", "))?;
+            writeln!(out, "available: {}", self.driver.registries().controllers.names().join(", "))?;
             return Ok(());
         };
         let mut a = self.alignment.clone();
@@ -220,7 +217,7 @@ impl Chat {
                 return Ok(());
             }
         }
-        match deal_controllers::registry::build(&a.controller, &a.config) {
+        match self.driver.registries().controllers.build(&a.controller, &a.config) {
             Ok(_) => {
                 self.alignment = a;
                 writeln!(out, "(controller: {} {})", self.alignment.controller, serde_json::to_string(&self.alignment.config)?)?;
@@ -257,7 +254,8 @@ impl Chat {
     /// Answer a user turn, streaming the reply to stdout.
     fn reply(&mut self, text: &str) -> anyhow::Result<()> {
         self.messages.push(Message::new(Role::User, text));
-        let tokens = match self.engine.encode_chat(&self.messages) {
+        let backend = self.driver.backend().clone();
+        let tokens = match backend.encode_chat(&self.messages) {
             Ok(t) => t,
             Err(e) => {
                 self.messages.pop();
@@ -265,7 +263,7 @@ impl Chat {
                 return Ok(());
             }
         };
-        let ctx = self.engine.model().config().context_length;
+        let ctx = backend.context_length();
         if tokens.len() + 1 >= ctx {
             self.messages.pop();
             println!("error: the conversation is {} tokens, the model's context is {ctx}; /reset to start over", tokens.len());
@@ -273,22 +271,29 @@ impl Chat {
         }
         let mut a = self.alignment.clone();
         a.config.max_tokens = a.config.max_tokens.min(ctx - tokens.len() - 1).max(1);
-        a.config.stop.extend(self.engine.chat_template().stop_strings());
+        a.config.stop.extend(backend.chat_stop_strings());
         let weighted = a.reward.weights.values().any(|&w| w != 0.0);
-        let needs = deal_controllers::registry::kinds().iter().any(|k| k.name == a.controller && k.needs_reward);
+        let needs = self.driver.registries().controllers.get(&a.controller).is_some_and(|k| k.needs_reward);
         if needs && !weighted {
             a.controller = "greedy".into();
         }
-        let reward = if a.has_reward() { Some(a.reward.build(&self.heads)?) } else { None };
-        let mut req = deal_controllers::Request::new(&self.engine, text).with_tokens(&tokens);
-        if let Some(r) = &reward {
-            req = req.with_reward(r);
-        }
+        let has_reward = a.has_reward();
+        let req = deal_driver::Request {
+            prompts: vec![deal_driver::Prompt { tokens, text: text.to_string() }],
+            n: 1,
+            controller: a.controller,
+            config: a.config,
+            reward: has_reward.then_some(a.reward),
+        };
         let mut stdout = std::io::stdout().lock();
-        let result = deal_controllers::search(&a.controller, &a.config, &req, &mut |piece| {
-            stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+        let result = self.driver.run(&req, None, &mut |ev| match ev {
+            deal_driver::Event::Text { text, .. } => stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()).is_ok(),
+            _ => true,
         });
         let _ = writeln!(stdout);
+        let result = result.and_then(|mut o| {
+            o.pop().ok_or_else(|| deal_controllers::ControlError::Backend(deal_backend::Error::Engine("the search produced no answer".into())))
+        });
         match result {
             Ok(o) => {
                 self.messages.push(Message::new(Role::Assistant, o.text.trim().to_string()));

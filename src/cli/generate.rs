@@ -2,8 +2,8 @@
 
 use std::io::{Read, Write};
 
-use deal_runtime::sampling::SamplingParams;
-use deal_runtime::GenerateParams;
+use deal_backend::sampling::SamplingParams;
+use deal_engine::GenerateParams;
 
 use super::{ModelArgs, RewardArgs};
 
@@ -77,6 +77,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(name) = a.controller.clone() {
         return aligned(a, &name, prompt);
     }
+    if a.model.engine.is_some() {
+        // a remote engine: plain decoding is the greedy / sample controller over it
+        let name = if a.temperature > 0.0 { "sample" } else { "greedy" };
+        return aligned(a, name, prompt);
+    }
     if !a.reward.is_empty() {
         anyhow::bail!("a reward (-W/--head/--spec) needs --controller (e.g. --controller deal)");
     }
@@ -107,8 +112,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// Generation steered by a search controller and a weighted reward; the per-head breakdown
 /// and search statistics go to stderr.
 fn aligned(a: Args, name: &str, prompt: String) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
     let mut cfg: deal_controllers::SearchConfig = match &a.params {
         Some(p) => deal_controllers::SearchConfig::from_json(p)?,
         None => Default::default(),
@@ -121,18 +124,29 @@ fn aligned(a: Args, name: &str, prompt: String) -> anyhow::Result<()> {
     }
     cfg.validate()?;
     let spec = a.reward.spec()?;
-    let engine = Arc::new(a.model.load()?);
-    let ctx = deal_runtime::heads::HeadContext::with_policy(engine.clone());
-    let reward = if spec.weights.is_empty() { None } else { Some(spec.build_for_search(&ctx)?) };
-    let mut req = deal_controllers::Request::new(&engine, &prompt);
-    if let Some(r) = &reward {
-        req = req.with_reward(r);
+    let driver = a.model.driver()?;
+    let backend = driver.backend();
+    let tokens = backend.encode_prompt(&prompt)?;
+    let room = backend.context_length().saturating_sub(tokens.len() + 1);
+    if room == 0 {
+        anyhow::bail!("the prompt has {} tokens; the model's context is {}", tokens.len(), backend.context_length());
     }
+    cfg.max_tokens = cfg.max_tokens.min(room);
+    let req = deal_driver::Request {
+        prompts: vec![deal_driver::Prompt { tokens, text: prompt }],
+        n: 1,
+        controller: name.to_string(),
+        config: cfg,
+        reward: (!spec.weights.is_empty()).then_some(spec),
+    };
     let mut stdout = std::io::stdout().lock();
-    let out = deal_controllers::search(name, &cfg, &req, &mut |piece| {
-        stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).is_ok()
+    let mut outcomes = driver.run(&req, None, &mut |ev| match ev {
+        // a closed stdout (e.g. `| head`) cancels the search instead of failing
+        deal_driver::Event::Text { text, .. } => stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()).is_ok(),
+        _ => true,
     })?;
     let _ = writeln!(stdout);
+    let out = outcomes.pop().ok_or_else(|| anyhow::anyhow!("the search produced no answer"))?;
     if !a.quiet {
         if let Some(b) = &out.breakdown {
             eprintln!("{}", serde_json::to_string(b)?);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use deal_runtime::heads::{Candidate, HeadContext, Registry};
+use deal_heads::{Candidate, HeadContext, Registry};
 
 use super::{ModelArgs, RewardArgs};
 
@@ -74,7 +74,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 fn list(json: bool) -> anyhow::Result<()> {
-    let r = Registry::builtin();
+    let r = Registry::with_builtin();
     if json {
         let v: Vec<serde_json::Value> = r
             .kinds()
@@ -106,7 +106,7 @@ fn score(a: ScoreArgs) -> anyhow::Result<()> {
         let e = Arc::new(a.model.load()?);
         (HeadContext::with_policy(e.clone()), Some(e))
     };
-    let reward = spec.build(&ctx)?;
+    let reward = spec.build(&Registry::with_builtin(), &ctx)?;
     let cands = a
         .responses
         .iter()
@@ -119,7 +119,7 @@ fn score(a: ScoreArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let out = reward.score(&cands)?;
-    let order = deal_runtime::reward::rank(&out);
+    let order = deal_heads::reward::rank(&out);
     let json: Vec<serde_json::Value> = out
         .iter()
         .zip(&a.responses)

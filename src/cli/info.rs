@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use deal_runtime::gguf::GgufFile;
-use deal_runtime::model::Model;
-use deal_runtime::setup::resolve_model;
-use deal_runtime::tokenizer::GgufTokenizer;
+use deal_engine::gguf::GgufFile;
+use deal_engine::model::Model;
+use deal_engine::setup::resolve_model;
+use deal_engine::tokenizer::GgufTokenizer;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

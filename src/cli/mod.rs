@@ -10,9 +10,12 @@ pub mod chat;
 pub mod train_probe;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use deal_runtime::model::WeightMode;
-use deal_runtime::{device::parse_device, setup::resolve_model, Engine, EngineOptions};
+use deal_driver::{Driver, Registries};
+use deal_engine::model::WeightMode;
+use deal_engine::{device::parse_device, setup::resolve_model, Engine, EngineOptions};
+use deal_heads::HeadContext;
 
 /// Options every model-using subcommand takes.
 #[derive(clap::Args, Debug, Clone)]
@@ -28,6 +31,20 @@ pub struct ModelArgs {
     /// `stored` (as in the file), `f32` (exact reference arithmetic, 4x memory).
     #[arg(long, default_value = "requantize", value_parser = ["requantize", "stored", "f32"])]
     pub weights: String,
+    /// Steer a model served by a remote OpenAI-compatible engine (llama.cpp's server, vLLM,
+    /// SGLang, another deal) at this base URL instead of loading it here; `-m` then names a
+    /// GGUF of the same model for its tokenizer and chat template (only metadata is read).
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+    /// The remote engine's model name (its `model` field; default: the GGUF's file name).
+    #[arg(long, value_name = "NAME")]
+    pub engine_model: Option<String>,
+    /// Bearer key of the remote engine (also read from $DEAL_ENGINE_KEY).
+    #[arg(long, env = "DEAL_ENGINE_KEY", hide_env_values = true)]
+    pub engine_key: Option<String>,
+    /// Seconds a remote engine may take to answer one call.
+    #[arg(long, default_value_t = 60)]
+    pub engine_timeout: u64,
 }
 
 impl ModelArgs {
@@ -41,6 +58,25 @@ impl ModelArgs {
             _ => WeightMode::Requantize,
         };
         Ok(Engine::load(&path, &opts)?)
+    }
+
+    /// The request driver over the local engine (or the remote one `--engine` names), with
+    /// the built-in heads and controllers.
+    pub fn driver(&self) -> anyhow::Result<Driver> {
+        if let Some(url) = &self.engine {
+            let path = resolve_model(self.model.as_deref())?;
+            let name = match &self.engine_model {
+                Some(n) => n.clone(),
+                None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+            };
+            let mut opts = deal_remote::RemoteOptions::new(url.clone(), name);
+            opts.api_key = self.engine_key.clone().filter(|k| !k.is_empty());
+            opts.timeout = std::time::Duration::from_secs(self.engine_timeout.max(1));
+            let remote: Arc<dyn deal_backend::Backend> = Arc::new(deal_remote::RemoteBackend::new(opts, &path)?);
+            return Ok(Driver::new(remote.clone(), Registries::builtin(), HeadContext::with_backend(remote)));
+        }
+        let engine = Arc::new(self.load()?);
+        Ok(Driver::new(engine.clone(), Registries::builtin(), HeadContext::with_policy(engine)))
     }
 }
 
@@ -65,9 +101,9 @@ impl RewardArgs {
     }
 
     /// The validated spec.
-    pub fn spec(&self) -> anyhow::Result<deal_runtime::reward::RewardSpec> {
+    pub fn spec(&self) -> anyhow::Result<deal_heads::reward::RewardSpec> {
         let mut spec = match &self.spec {
-            Some(s) => deal_runtime::reward::RewardSpec::from_json(s)?,
+            Some(s) => deal_heads::reward::RewardSpec::from_json(s)?,
             None => Default::default(),
         };
         if let Some(w) = &self.reward {
@@ -79,7 +115,7 @@ impl RewardArgs {
                 serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--head {name}: not JSON ({e})"))?;
             spec.heads.insert(name.to_string(), v);
         }
-        spec.validate(deal_runtime::heads::Registry::builtin())?;
+        spec.validate(&deal_heads::Registry::with_builtin())?;
         Ok(spec)
     }
 }

@@ -1,7 +1,5 @@
 //! `deal serve`: the OpenAI-compatible HTTP endpoint (see the `deal-server` crate).
 
-use std::sync::Arc;
-
 use deal_server::{Server, ServerConfig};
 
 use super::ModelArgs;
@@ -34,7 +32,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.queue == 0 || a.parallel == 0 {
         anyhow::bail!("--queue and --parallel must be at least 1");
     }
-    let engine = Arc::new(a.model.load()?);
+    let driver = a.model.driver()?;
     let config = ServerConfig {
         host: a.host,
         port: a.port,
@@ -46,8 +44,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let name = engine.name();
-        let server = Server::start(engine, config).await?;
+        let name = driver.backend().model_id();
+        let server = Server::start(driver, config).await?;
         // the test harness and scripts read this line to find the port
         eprintln!("deal serve: listening on http://{} (model `{name}`; Ctrl-C stops)", server.addr);
         server.run_until_ctrl_c().await

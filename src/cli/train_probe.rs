@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use deal_runtime::heads::{HeadContext, Registry, Scale};
-use deal_runtime::probe_train::{self, DistillOptions, FitOptions};
+use deal_heads::{HeadContext, Registry, Scale};
+use deal_heads::probe_train::{self, DistillOptions, FitOptions};
 
 use super::ModelArgs;
 
@@ -70,7 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let params: serde_json::Value =
                 serde_json::from_str(&a.teacher_params).map_err(|e| anyhow::anyhow!("--teacher-params is not JSON: {e}"))?;
             let ctx = HeadContext::with_policy(engine.clone());
-            let teacher = Registry::builtin().get(head)?.build(&params, &ctx)?;
+            let teacher = Registry::with_builtin().get(head)?.build(&params, &ctx)?;
             meta.insert("teacher".into(), head.clone());
             meta.insert("teacher_params".into(), params.to_string());
             let opts = DistillOptions {
@@ -86,7 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 format!("n={} max_tokens={} every={} per_prompt={} seed={}", a.n, a.max_tokens, a.every, a.per_prompt, a.seed),
             );
             eprintln!("deal train-probe: generating {} texts with {} and scoring them with `{head}`", a.n, engine.name());
-            let recs = probe_train::distill(&engine, &*teacher, &opts, &mut |done| {
+            let recs = probe_train::distill(engine.as_ref(), &*teacher, &opts, &mut |done| {
                 eprint!("\r  {done}/{} texts ({:.0}s)", a.n, t0.elapsed().as_secs_f64());
                 let _ = std::io::stderr().flush();
             })?;
@@ -105,7 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let missing = records.iter().filter(|r| r.hidden.is_none()).count();
     if missing > 0 {
         eprintln!("computing hidden states of {missing} records with {}", engine.name());
-        probe_train::attach_hidden(&engine, &mut records, 16, &mut |done| {
+        probe_train::attach_hidden(engine.as_ref(), &mut records, 16, &mut |done| {
             eprint!("\r  {done}/{missing}");
             let _ = std::io::stderr().flush();
         })?;

@@ -4,14 +4,14 @@
 
 use std::sync::OnceLock;
 
-use deal_controllers::{search, Outcome, Request, SearchConfig};
-use deal_runtime::heads::HeadContext;
-use deal_runtime::model::{LoadOptions, WeightMode};
-use deal_runtime::reward::{RewardSpec, WeightedReward};
-use deal_runtime::{Engine, EngineOptions};
+use deal_controllers::{Outcome, Request, SearchConfig};
+use deal_heads::HeadContext;
+use deal_engine::model::{LoadOptions, WeightMode};
+use deal_heads::reward::{RewardSpec, WeightedReward};
+use deal_engine::{Engine, EngineOptions};
 
 fn load(weights: WeightMode) -> Engine {
-    let path = deal_runtime::setup::resolve_model(None)
+    let path = deal_engine::setup::resolve_model(None)
         .unwrap_or_else(|e| panic!("the default model is needed for this test: {e} (run `cargo run -- setup`)"));
     let opts = EngineOptions { load: LoadOptions { weights }, ..Default::default() };
     Engine::load(&path, &opts).expect("load model")
@@ -31,7 +31,7 @@ pub fn engine_f32() -> &'static Engine {
 
 /// A reward from its JSON spec, with no policy model in the head context.
 pub fn reward(spec: serde_json::Value) -> WeightedReward {
-    RewardSpec::from_value(spec).unwrap().build(&HeadContext::new()).unwrap()
+    RewardSpec::from_value(spec).unwrap().build(&deal_heads::Registry::with_builtin(), &HeadContext::new()).unwrap()
 }
 
 /// A keyword-coverage reward for `words` (soft coverage as the heuristic).
@@ -44,7 +44,7 @@ pub fn run(e: &Engine, name: &str, cfg: &SearchConfig, prompt: &str, r: Option<&
     let mut pieces = Vec::new();
     let mut req = Request::new(e, prompt);
     req.reward = r;
-    let out = search(name, cfg, &req, &mut |p| {
+    let out = deal_controllers::Registry::builtin().search(name, cfg, &req, &mut |p| {
         pieces.push(p.to_string());
         true
     })

@@ -8,14 +8,14 @@ use std::net::TcpStream;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use deal_runtime::{Engine, EngineOptions};
+use deal_engine::{Engine, EngineOptions};
 use deal_server::{Server, ServerConfig};
 use serde_json::Value;
 
 pub fn engine() -> Arc<Engine> {
     static E: OnceLock<Arc<Engine>> = OnceLock::new();
     E.get_or_init(|| {
-        let path = deal_runtime::setup::ensure_default_model().expect("default model");
+        let path = deal_engine::setup::ensure_default_model().expect("default model");
         Arc::new(Engine::load(path, &EngineOptions::default()).expect("load"))
     })
     .clone()
@@ -31,8 +31,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(cfg: ServerConfig) -> Self {
+        let e = engine();
+        let driver = deal_driver::Driver::new(e.clone(), deal_driver::Registries::builtin(), deal_heads::HeadContext::with_policy(e));
+        Self::start_with(driver, cfg)
+    }
+
+    /// A server over any driver (another backend, other registries).
+    pub fn start_with(driver: deal_driver::Driver, cfg: ServerConfig) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let server = rt.block_on(Server::start(engine(), ServerConfig { port: 0, ..cfg })).unwrap();
+        let server = rt.block_on(Server::start(driver, ServerConfig { port: 0, ..cfg })).unwrap();
         let addr = server.addr;
         Self { base: format!("http://{addr}"), addr, rt: Some(rt), server: Some(server) }
     }

@@ -1,0 +1,155 @@
+//! [`TokenDist`]: one row's next-token distribution, as a backend gives it.
+//!
+//! A local engine gives the full logits over the vocabulary (a view into the logits of the
+//! forward pass that produced them, shared, so forking or keeping a row never copies a
+//! vocabulary-sized vector). A remote OpenAI-compatible engine gives only the top-N
+//! log-probabilities; tokens outside them have probability unknown and are treated as
+//! impossible. Controllers only ask questions both can answer: the top k, the argmax, the
+//! log-probability of a token, a draw.
+
+use std::sync::Arc;
+
+use crate::sampling::{argmax, logsumexp, top_k, Sampler};
+use crate::Result;
+
+/// A next-token distribution; see the module documentation.
+#[derive(Debug, Clone)]
+pub enum TokenDist {
+    /// Full logits: `pass[start..start + len]` of a pass's flat logits.
+    Logits {
+        /// The flat logits of the whole pass (rows × vocabulary).
+        pass: Arc<Vec<f32>>,
+        /// Where this row's logits start.
+        start: usize,
+        /// Vocabulary size.
+        len: usize,
+    },
+    /// Only the most likely tokens, as `(token, log-probability)`, best first.
+    TopN(Arc<Vec<(u32, f32)>>),
+}
+
+impl TokenDist {
+    /// Full logits of a single row.
+    pub fn from_logits(v: Vec<f32>) -> Self {
+        let len = v.len();
+        TokenDist::Logits { pass: Arc::new(v), start: 0, len }
+    }
+
+    /// Row `row` of a pass's flat `rows × vocab` logits.
+    pub fn row_of(pass: &Arc<Vec<f32>>, row: usize, vocab: usize) -> Self {
+        TokenDist::Logits { pass: pass.clone(), start: row * vocab, len: vocab }
+    }
+
+    /// A top-N distribution from `(token, log-probability)` pairs (sorted here, best first;
+    /// ties: lower id first).
+    pub fn top_n(mut v: Vec<(u32, f32)>) -> Self {
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        TokenDist::TopN(Arc::new(v))
+    }
+
+    /// The full logits, when the backend gave them.
+    pub fn logits(&self) -> Option<&[f32]> {
+        match self {
+            TokenDist::Logits { pass, start, len } => Some(&pass[*start..*start + *len]),
+            TokenDist::TopN(_) => None,
+        }
+    }
+
+    /// How many tokens the distribution knows (the vocabulary, or N).
+    pub fn known(&self) -> usize {
+        match self {
+            TokenDist::Logits { len, .. } => *len,
+            TokenDist::TopN(v) => v.len(),
+        }
+    }
+
+    /// The most likely token (first on ties).
+    pub fn argmax(&self) -> u32 {
+        match self {
+            TokenDist::Logits { .. } => argmax(self.logits().unwrap_or_default()),
+            TokenDist::TopN(v) => v.first().map_or(0, |&(t, _)| t),
+        }
+    }
+
+    /// The `k` most likely tokens as `(token, log-probability)`, best first (fewer when a
+    /// top-N distribution knows fewer).
+    pub fn top_k(&self, k: usize) -> Vec<(u32, f64)> {
+        match self {
+            TokenDist::Logits { .. } => {
+                let logits = self.logits().unwrap_or_default();
+                let lse = logsumexp(logits);
+                top_k(logits, k).into_iter().map(|(t, l)| (t, (l - lse) as f64)).collect()
+            }
+            TokenDist::TopN(v) => v.iter().take(k).map(|&(t, lp)| (t, lp as f64)).collect(),
+        }
+    }
+
+    /// Log-probability of `token` (−∞ outside the vocabulary, or outside a top-N list).
+    pub fn logprob(&self, token: u32) -> f64 {
+        match self {
+            TokenDist::Logits { .. } => {
+                let logits = self.logits().unwrap_or_default();
+                logits.get(token as usize).map_or(f64::NEG_INFINITY, |&l| (l - logsumexp(logits)) as f64)
+            }
+            TokenDist::TopN(v) => v.iter().find(|&&(t, _)| t == token).map_or(f64::NEG_INFINITY, |&(_, lp)| lp as f64),
+        }
+    }
+
+    /// Draw a token with `sampler` (`history` feeds its repetition penalty). A top-N
+    /// distribution is renormalised over the tokens it knows.
+    pub fn sample(&self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
+        match self {
+            TokenDist::Logits { .. } => sampler.sample(self.logits().unwrap_or_default(), history),
+            TokenDist::TopN(v) => {
+                if v.is_empty() {
+                    return Err(crate::Error::invalid("cannot sample from an empty distribution"));
+                }
+                let lps: Vec<f32> = v.iter().map(|&(_, lp)| lp).collect();
+                let i = sampler.sample(&lps, &[])? as usize;
+                Ok(v[i.min(v.len() - 1)].0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_and_top_n_agree_on_what_both_know() {
+        let logits = vec![0.0f32, 2.0, 1.0, -1.0];
+        let dense = TokenDist::from_logits(logits.clone());
+        let lse = logsumexp(&logits);
+        let sparse = TokenDist::top_n(logits.iter().enumerate().map(|(i, &l)| (i as u32, l - lse)).collect());
+        assert_eq!(dense.argmax(), 1);
+        assert_eq!(sparse.argmax(), 1);
+        let (a, b) = (dense.top_k(3), sparse.top_k(3));
+        assert_eq!(a.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 0]);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.0, y.0);
+            assert!((x.1 - y.1).abs() < 1e-6);
+        }
+        assert!((dense.logprob(3) - sparse.logprob(3)).abs() < 1e-6);
+        assert_eq!(TokenDist::top_n(vec![(7, -0.1)]).logprob(3), f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn top_n_draws_only_known_tokens() {
+        let d = TokenDist::top_n(vec![(5, -0.7), (9, -0.7)]);
+        let mut s = Sampler::new(crate::sampling::SamplingParams { temperature: 1.0, seed: 3, ..Default::default() }).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..64 {
+            seen.insert(d.sample(&mut s, &[]).unwrap());
+        }
+        assert_eq!(seen, [5u32, 9].into_iter().collect());
+    }
+
+    #[test]
+    fn row_views_share_one_pass() {
+        let pass = Arc::new(vec![0.0f32, 1.0, 5.0, 2.0]);
+        let (r0, r1) = (TokenDist::row_of(&pass, 0, 2), TokenDist::row_of(&pass, 1, 2));
+        assert_eq!((r0.argmax(), r1.argmax()), (1, 0));
+        assert_eq!(Arc::strong_count(&pass), 3);
+    }
+}

@@ -1,0 +1,180 @@
+#![warn(missing_docs)]
+//! # deal-driver
+//!
+//! The one request driver. The server, `deal generate` and `deal chat` all validate their
+//! input into the same typed [`Request`] (prompts, controller, [`SearchConfig`], reward
+//! spec) and hand it to [`Driver::run`], which builds the reward from the heads registry,
+//! builds each choice's controller from the controllers registry, runs the searches on the
+//! backend and streams [`Event`]s. Nothing here knows HTTP or the terminal.
+//!
+//! - [`Registries`]: the heads and controllers a program runs with, passed in (a program
+//!   that adds its own head or controller registers it here; nothing is global);
+//! - [`alignment`]: [`Alignment`], what a request says about steering, parsed and validated
+//!   against the registries.
+
+pub mod alignment;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use deal_backend::Backend;
+use deal_controllers::{ControlError, Outcome, SearchConfig};
+use deal_heads::reward::{RewardSpec, WeightedReward};
+use deal_heads::HeadContext;
+
+pub use alignment::{Alignment, AlignmentError};
+
+/// The heads and controllers available by name.
+#[derive(Debug, Clone)]
+pub struct Registries {
+    /// Reward heads.
+    pub heads: Arc<deal_heads::Registry>,
+    /// Search controllers.
+    pub controllers: Arc<deal_controllers::Registry>,
+}
+
+impl Registries {
+    /// The built-in heads and controllers.
+    pub fn builtin() -> Self {
+        Self::new(deal_heads::Registry::with_builtin(), deal_controllers::Registry::builtin())
+    }
+
+    /// These heads and controllers.
+    pub fn new(heads: deal_heads::Registry, controllers: deal_controllers::Registry) -> Self {
+        Self { heads: Arc::new(heads), controllers: Arc::new(controllers) }
+    }
+}
+
+/// One prompt of a request.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// Prompt tokens (a raw prompt with BOS, or a chat rendered by the model's template).
+    pub tokens: Vec<u32>,
+    /// The text the reward heads see as the prompt (the last user message of a chat).
+    pub text: String,
+}
+
+/// A validated request: what to run, on which prompts, how many times.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// One or more prompts; each is answered `n` times.
+    pub prompts: Vec<Prompt>,
+    /// Choices per prompt (choice j samples with `config.seed + j`).
+    pub n: usize,
+    /// Registry name of the controller.
+    pub controller: String,
+    /// Its settings.
+    pub config: SearchConfig,
+    /// The reward, when the request is steered.
+    pub reward: Option<RewardSpec>,
+}
+
+/// What [`Driver::run`] reports, in order: `Started` once the reward's heads are built,
+/// then each choice's text pieces as they are committed and its `Done`.
+#[derive(Debug)]
+pub enum Event {
+    /// The reward heads are built; the searches start.
+    Started,
+    /// A piece of choice `index`'s text (to append to what came before).
+    Text {
+        /// The choice: prompt number × `n` + choice number within the prompt.
+        index: usize,
+        /// The new text.
+        text: String,
+    },
+    /// Choice `index` is finished.
+    Done {
+        /// The choice, numbered as in `Text`.
+        index: usize,
+        /// The search's result: full text, tokens, finish reason, reward breakdown, stats.
+        outcome: Box<Outcome>,
+    },
+}
+
+/// A backend with the registries and the heads' shared context; see the crate docs.
+#[derive(Clone)]
+pub struct Driver {
+    backend: Arc<dyn Backend>,
+    registries: Registries,
+    heads: Arc<HeadContext>,
+}
+
+impl Driver {
+    /// A driver over `backend`, whose model-backed heads share `heads` (build it with
+    /// [`HeadContext::with_policy`] for the local engine or [`HeadContext::with_backend`]).
+    pub fn new(backend: Arc<dyn Backend>, registries: Registries, heads: Arc<HeadContext>) -> Self {
+        Self { backend, registries, heads }
+    }
+
+    /// The backend searches run on.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The registries requests are validated and built against.
+    pub fn registries(&self) -> &Registries {
+        &self.registries
+    }
+
+    /// The context model-backed heads share.
+    pub fn heads(&self) -> &Arc<HeadContext> {
+        &self.heads
+    }
+
+    /// Build the reward of `spec` (validated against the heads registry).
+    pub fn reward(&self, spec: &RewardSpec) -> Result<WeightedReward, ControlError> {
+        Ok(spec.build(&self.registries.heads, &self.heads)?)
+    }
+
+    /// Run `req`: build the reward once, then every prompt × `n` choice in turn, streaming
+    /// events to `on_event` (return `false` to stop: the search is cancelled). `cancel` is
+    /// checked before every pass. Returns the outcomes of the choices that finished.
+    pub fn run(
+        &self,
+        req: &Request,
+        cancel: Option<&AtomicBool>,
+        on_event: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<Vec<Outcome>, ControlError> {
+        let reward = match &req.reward {
+            Some(spec) => Some(self.reward(spec)?),
+            None => None,
+        };
+        let never = AtomicBool::new(false);
+        let cancel = cancel.unwrap_or(&never);
+        let gone = AtomicBool::new(false);
+        if !on_event(Event::Started) {
+            return Ok(Vec::new());
+        }
+        let mut outcomes = Vec::new();
+        for (p, prompt) in req.prompts.iter().enumerate() {
+            for j in 0..req.n {
+                let index = p * req.n + j;
+                // choice j samples with seed + j, so the n choices differ when the controller samples
+                let mut cfg = req.config.clone();
+                cfg.seed = cfg.seed.wrapping_add(j as u64);
+                let controller = self.registries.controllers.build(&req.controller, &cfg)?;
+                let mut r = deal_controllers::Request::new(self.backend.as_ref(), &prompt.text).with_tokens(&prompt.tokens).with_cancel(cancel);
+                if let Some(w) = &reward {
+                    r = r.with_reward(w);
+                }
+                let mut on_text = |piece: &str| {
+                    let ok = !cancel.load(Ordering::Relaxed) && on_event(Event::Text { index, text: piece.to_string() });
+                    if !ok {
+                        gone.store(true, Ordering::Relaxed);
+                    }
+                    ok
+                };
+                let outcome = deal_controllers::run(controller.as_ref(), &r, &mut on_text)?;
+                if cancel.load(Ordering::Relaxed) || gone.load(Ordering::Relaxed) {
+                    outcomes.push(outcome);
+                    return Ok(outcomes);
+                }
+                outcomes.push(outcome.clone());
+                if !on_event(Event::Done { index, outcome: Box::new(outcome) }) {
+                    return Ok(outcomes);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,37 @@
+#![warn(missing_docs)]
+//! # deal-engine
+//!
+//! deal's local engine: a GGUF model runner built for tree search, behind the
+//! [`deal_backend::Backend`] interface the controllers and heads use.
+//!
+//! - [`gguf`]: reading GGUF metadata and tensors;
+//! - [`tokenizer`]: a `tokenizers::Tokenizer` built from the GGUF's own vocabulary;
+//! - [`model`]: our own forward pass for gemma3 and the llama family, on candle ops;
+//! - [`kernels`]: hand-written CPU matmul kernels (batched Q8_0 with AVX512-VNNI);
+//! - [`kv_cache`]: a batched KV cache built for tree search (fork / select / truncate rows);
+//! - [`scheduler`]: concurrent callers' forward calls merged into shared passes;
+//! - [`engine`]: model + tokenizer + scheduler, with prefill and plain generation;
+//! - [`local`]: the engine as a [`deal_backend::Backend`] (rows over one forked KV cache);
+//! - [`chat`]: chat templates (the GGUF's own via minijinja, or a plain fallback);
+//! - [`device`]: choosing cpu / cuda at run time;
+//! - [`setup`]: fetching and verifying the default model (and pip-packaged assets);
+//! - [`sampling`], [`stop`]: re-exported from `deal-backend`.
+
+pub mod chat;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod kv_cache;
+pub mod local;
+pub mod model;
+pub mod scheduler;
+pub mod setup;
+pub mod tokenizer;
+
+pub use deal_backend::{sampling, stop};
+pub use error::{Error, Result};
+
+pub use engine::{Engine, EngineOptions, GenerateParams, Generation};
+pub use deal_backend::FinishReason;

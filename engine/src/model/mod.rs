@@ -1,0 +1,418 @@
+//! Our own decoder forward pass for GGUF models (gemma3 and the llama family) on candle ops.
+//!
+//! [`Model::forward`] runs one step for every row of a [`KvCache`]: each row brings zero or
+//! more new tokens (ragged rows are padded and masked), and the caller chooses which logits
+//! come back (last position per row, or every position to score a continuation in one pass).
+//! The final normalised hidden state of each row's last token always comes back too (probe
+//! reward heads read it for free).
+
+pub mod attention;
+pub mod config;
+pub mod layers;
+pub mod mlp;
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
+
+pub use config::{Activation, Arch, ModelConfig, RopeStyle};
+
+use crate::gguf::GgufFile;
+use crate::kv_cache::{CacheShape, KvCache};
+use attention::{AttnGroup, AttnInputs, Attention};
+use layers::{load_qtensor, Linear, Projections, RmsNorm, Rope};
+use mlp::Mlp;
+pub use layers::WeightMode;
+
+use crate::{Error, Result};
+
+/// Load-time choices.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// How matmul weights are held; default re-quantizes Q4_0/Q5_0-type weights to Q8_0 on
+    /// CPU (faster kernels).
+    pub weights: WeightMode,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { weights: WeightMode::Requantize }
+    }
+}
+
+/// Which logits [`Model::forward`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// The last new token of each row: `[rows, vocab]`.
+    Last,
+    /// Every new position: `[rows, t, vocab]` (padding positions of short rows are junk).
+    All,
+    /// No logits (prefill of a prefix whose next token is not needed yet).
+    None,
+}
+
+/// One caller's step in a merged pass ([`Model::forward_many`]).
+pub struct ForwardJob<'a> {
+    /// The caller's cache (rows, positions).
+    pub cache: &'a mut KvCache,
+    /// New tokens per row, as for [`Model::forward`].
+    pub tokens: &'a [Vec<u32>],
+    /// Which logits the caller wants.
+    pub want: LogitsFor,
+}
+
+/// A job after validation: its slots reserved, embeddings and RoPE tables built.
+struct Prepared {
+    step: crate::kv_cache::StepInfo,
+    lens: Vec<usize>,
+    b: usize,
+    t: usize,
+    x: Tensor,
+    cos_g: Tensor,
+    sin_g: Tensor,
+    cos_l: Tensor,
+    sin_l: Tensor,
+}
+
+/// Result of one forward step.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// Logits, shaped per [`LogitsFor`]; `None` for [`LogitsFor::None`].
+    pub logits: Option<Tensor>,
+    /// Final normalised hidden state of each row's last new token: `[rows, hidden]`.
+    pub hidden: Tensor,
+}
+
+#[derive(Clone)]
+struct Layer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: Option<RmsNorm>,
+    local: bool,
+}
+
+/// Static description of a loaded model (for `deal info`).
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Hyper-parameters read from the GGUF metadata.
+    pub config: ModelConfig,
+    /// Number of parameters (elements of all tensors).
+    pub parameters: usize,
+    /// Tensor count per stored quantization type, e.g. `("Q4K", 108)`.
+    pub quant_types: Vec<(String, usize)>,
+    /// Size of the GGUF file, bytes (0 if it could not be read).
+    pub file_bytes: u64,
+}
+
+/// A loaded model: weights plus precomputed RoPE frequencies.
+pub struct Model {
+    cfg: ModelConfig,
+    device: Device,
+    dtype: DType,
+    embed: Arc<QTensor>,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: Linear,
+    rope_global: Rope,
+    rope_local: Rope,
+}
+
+impl Model {
+    /// Load every weight from an open GGUF file onto `device`.
+    pub fn load(f: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let cfg = ModelConfig::from_gguf(f.content())?;
+        let rq = opts.weights;
+        let embed = Arc::new(load_qtensor(f, "token_embd.weight", device, if rq == WeightMode::F32 { rq } else { WeightMode::Stored })?);
+        let (vocab, hidden) = embed.shape().dims2()?;
+        if hidden != cfg.hidden_size {
+            return Err(Error::Gguf(format!(
+                "token_embd.weight has width {hidden}, metadata says embedding_length {}",
+                cfg.hidden_size
+            )));
+        }
+        let mut cfg = cfg;
+        cfg.vocab_size = vocab;
+        let eps = cfg.rms_eps;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let opt_norm = |f: &mut GgufFile, s: &str| -> Result<Option<RmsNorm>> {
+                let name = p(s);
+                if f.has_tensor(&name) {
+                    Ok(Some(RmsNorm::load(f, &name, device, eps)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let attn = Attention {
+                qkv: Projections::load(f, &[p("attn_q"), p("attn_k"), p("attn_v")], device, rq)?,
+                o: Linear::load(f, &p("attn_output"), device, rq)?,
+                q_norm: if cfg.qk_norm { opt_norm(f, "attn_q_norm.weight")? } else { None },
+                k_norm: if cfg.qk_norm { opt_norm(f, "attn_k_norm.weight")? } else { None },
+            };
+            if cfg.qk_norm && (attn.q_norm.is_none() || attn.k_norm.is_none()) {
+                return Err(Error::Gguf(format!("layer {i}: missing attn_q_norm/attn_k_norm")));
+            }
+            layers.push(Layer {
+                attn_norm: RmsNorm::load(f, &p("attn_norm.weight"), device, eps)?,
+                attn,
+                post_attn_norm: if cfg.post_norms { opt_norm(f, "post_attention_norm.weight")? } else { None },
+                ffn_norm: RmsNorm::load(f, &p("ffn_norm.weight"), device, eps)?,
+                mlp: Mlp {
+                    gate_up: Projections::load(f, &[p("ffn_gate"), p("ffn_up")], device, rq)?,
+                    down: Linear::load(f, &p("ffn_down"), device, rq)?,
+                },
+                post_ffn_norm: if cfg.post_norms { opt_norm(f, "post_ffw_norm.weight")? } else { None },
+                local: cfg.is_local_layer(i),
+            });
+        }
+        let norm = RmsNorm::load(f, "output_norm.weight", device, eps)?;
+        let output = if f.has_tensor("output.weight") {
+            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?), rq)?
+        } else {
+            Linear::from_arc(embed.clone(), rq)?
+        };
+        let factors = if f.has_tensor("rope_freqs.weight") {
+            Some(f.tensor("rope_freqs.weight", device)?.dequantize(device)?.to_vec1::<f32>()?)
+        } else {
+            None
+        };
+        let rope_global = Rope::new(cfg.head_dim, cfg.rope_base, factors, cfg.rope_linear_scale);
+        let rope_local = Rope::new(cfg.head_dim, cfg.rope_base_local, None, 1.0);
+        Ok(Self {
+            cfg,
+            device: device.clone(),
+            dtype: DType::F32,
+            embed,
+            layers,
+            norm,
+            output,
+            rope_global,
+            rope_local,
+        })
+    }
+
+    /// Summarise a GGUF file's model without loading weights.
+    pub fn info(f: &GgufFile) -> Result<ModelInfo> {
+        let config = ModelConfig::from_gguf(f.content())?;
+        let mut parameters = 0usize;
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for ti in f.content().tensor_infos.values() {
+            parameters += ti.shape.elem_count();
+            *counts.entry(format!("{:?}", ti.ggml_dtype)).or_default() += 1;
+        }
+        let file_bytes = std::fs::metadata(f.path()).map(|m| m.len()).unwrap_or(0);
+        Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Geometry for [`KvCache::new`].
+    pub fn cache_shape(&self) -> CacheShape {
+        CacheShape { n_layers: self.cfg.n_layers, n_kv_heads: self.cfg.n_kv_heads, head_dim: self.cfg.head_dim }
+    }
+
+    /// A new empty cache with `rows` rows for this model.
+    pub fn new_cache(&self, rows: usize) -> Result<KvCache> {
+        KvCache::new(self.cache_shape(), rows, &self.device, self.dtype)
+    }
+
+    /// Run one step. `tokens[r]` are the new tokens of row `r` (may differ in length, may be
+    /// empty for rows that only wait); the cache must have `tokens.len()` rows.
+    ///
+    /// One pass, on this thread. Concurrent callers share passes through the engine's
+    /// scheduler ([`crate::scheduler`], [`crate::Engine::forward`]) instead.
+    pub fn forward(&self, cache: &mut KvCache, tokens: &[Vec<u32>], want: LogitsFor) -> Result<ForwardOutput> {
+        let mut jobs = [ForwardJob { cache, tokens, want }];
+        self.forward_many(&mut jobs).pop().unwrap_or_else(|| Err(Error::invalid("forward job was not run")))
+    }
+
+    /// Run several caches' steps as one batch: the projections, MLPs and the output layer
+    /// see every row of every job at once; attention runs per cache. Jobs whose new-token
+    /// count differs from the first valid job's, or that want logits at every position, run
+    /// as batches of their own. One result per job, in order.
+    pub fn forward_many(&self, jobs: &mut [ForwardJob<'_>]) -> Vec<Result<ForwardOutput>> {
+        let mut results: Vec<Option<Result<ForwardOutput>>> = (0..jobs.len()).map(|_| None).collect();
+        let mut prepared = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.iter_mut().enumerate() {
+            match self.prepare(job.cache, job.tokens) {
+                Ok(p) => prepared.push((i, p)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        // batches: jobs of the same width t merge (logits at every position run alone)
+        let mut batches: Vec<Vec<(usize, Prepared)>> = Vec::new();
+        for (i, p) in prepared {
+            let mergeable = jobs[i].want != LogitsFor::All;
+            match batches.iter_mut().find(|b| mergeable && jobs[b[0].0].want != LogitsFor::All && b[0].1.t == p.t) {
+                Some(b) => b.push((i, p)),
+                None => batches.push(vec![(i, p)]),
+            }
+        }
+        for batch in batches {
+            let idx: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+            match self.run_batch(jobs, batch) {
+                Ok(outs) => {
+                    for (i, o) in idx.iter().zip(outs) {
+                        results[*i] = Some(Ok(o));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for i in idx {
+                        results[i] = Some(Err(Error::invalid(format!("forward pass failed: {msg}"))));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::invalid("forward job was not run")))).collect()
+    }
+
+    /// Validate one job, reserve its cache slots and build its embeddings and RoPE tables.
+    fn prepare(&self, cache: &mut KvCache, tokens: &[Vec<u32>]) -> Result<Prepared> {
+        let b = tokens.len();
+        let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let t = lens.iter().copied().max().unwrap_or(0);
+        if b == 0 || t == 0 {
+            return Err(Error::invalid("a forward pass needs at least one row with a new token"));
+        }
+        if b != cache.rows() {
+            return Err(Error::invalid(format!("{b} rows of tokens for a cache of {} rows", cache.rows())));
+        }
+        if let Some(&bad) = tokens.iter().flatten().find(|&&id| id as usize >= self.cfg.vocab_size) {
+            return Err(Error::invalid(format!("token id {bad} outside the vocabulary ({})", self.cfg.vocab_size)));
+        }
+        for (r, &n) in lens.iter().enumerate() {
+            let total = cache.row_len(r)? + n;
+            if total > self.cfg.context_length {
+                return Err(Error::invalid(format!(
+                    "row {r} would hold {total} tokens, beyond the model's context of {}",
+                    self.cfg.context_length
+                )));
+            }
+        }
+        let has_local = self.layers.iter().any(|l| l.local);
+        let step = cache.begin_step(&lens, if has_local { self.cfg.sliding_window } else { None })?;
+
+        let mut ids = Vec::with_capacity(b * t);
+        for row in tokens {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(0u32, t - row.len()));
+        }
+        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.to_dtype(self.dtype)?;
+        if let Some(s) = self.cfg.embed_scale {
+            x = (x * s)?;
+        }
+        let (cos_g, sin_g) = self.rope_global.tables(&step.positions, b, t, &self.device)?;
+        let (cos_l, sin_l) = if has_local {
+            self.rope_local.tables(&step.positions, b, t, &self.device)?
+        } else {
+            (cos_g.clone(), sin_g.clone())
+        };
+        Ok(Prepared { step, lens, b, t, x, cos_g, sin_g, cos_l, sin_l })
+    }
+
+    /// One pass over the prepared jobs of `batch` (all of width `t`).
+    fn run_batch(&self, jobs: &mut [ForwardJob<'_>], batch: Vec<(usize, Prepared)>) -> Result<Vec<ForwardOutput>> {
+        let wants: Vec<LogitsFor> = batch.iter().map(|(i, _)| jobs[*i].want).collect();
+        let xs: Vec<Tensor> = batch.iter().map(|(_, p)| p.x.clone()).collect();
+        let mut x = if xs.len() == 1 { xs[0].clone() } else { Tensor::cat(&xs, 0)? };
+        // the jobs' caches, borrowed mutably all at once (distinct jobs, distinct caches)
+        let mut caches: Vec<Option<&mut KvCache>> = jobs.iter_mut().map(|j| Some(&mut *j.cache)).collect();
+        let mut groups: Vec<AttnGroup<'_, '_>> = Vec::with_capacity(batch.len());
+        for (i, p) in &batch {
+            let cache = caches[*i].take().ok_or_else(|| Error::invalid("a cache appears twice in one batch"))?;
+            let local_mask = p.step.mask_local.as_ref().unwrap_or(&p.step.mask_global);
+            groups.push(AttnGroup {
+                cache,
+                global: AttnInputs { step: &p.step, mask: &p.step.mask_global, cos: &p.cos_g, sin: &p.sin_g },
+                local: AttnInputs { step: &p.step, mask: local_mask, cos: &p.cos_l, sin: &p.sin_l },
+                rows: p.b,
+            });
+        }
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let mut h = layer.attn.forward(&self.cfg, i, layer.local, &h, &mut groups)?;
+            if let Some(n) = &layer.post_attn_norm {
+                h = n.forward(&h)?;
+            }
+            x = (x + h)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let mut h = layer.mlp.forward(&h, self.cfg.activation)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                h = n.forward(&h)?;
+            }
+            x = (x + h)?;
+        }
+        drop(groups);
+
+        // last positions of every row of every job, normed; one output matmul for all jobs
+        // that want last-token logits
+        let t = batch[0].1.t;
+        let hidden_dim = self.cfg.hidden_size;
+        let total: usize = batch.iter().map(|(_, p)| p.b).sum();
+        let flat = x.reshape((total * t, hidden_dim))?;
+        let mut last_idx = Vec::with_capacity(total);
+        let mut off = 0;
+        for (_, p) in &batch {
+            last_idx.extend(p.lens.iter().enumerate().map(|(r, &n)| ((off + r) * t + n.max(1) - 1) as u32));
+            off += p.b;
+        }
+        let last_idx = Tensor::new(last_idx.as_slice(), &self.device)?;
+        let hidden = self.norm.forward(&flat.index_select(&last_idx, 0)?)?;
+        let want_last: Vec<usize> = (0..batch.len()).filter(|&g| wants[g] == LogitsFor::Last).collect();
+        let last_logits = if want_last.is_empty() {
+            None
+        } else if want_last.len() == batch.len() {
+            Some(self.output.forward(&hidden)?)
+        } else {
+            let mut rows = Vec::new();
+            let mut off = 0;
+            for (g, (_, p)) in batch.iter().enumerate() {
+                if wants[g] == LogitsFor::Last {
+                    rows.extend((off..off + p.b).map(|r| r as u32));
+                }
+                off += p.b;
+            }
+            let rows = Tensor::new(rows.as_slice(), &self.device)?;
+            Some(self.output.forward(&hidden.index_select(&rows, 0)?)?)
+        };
+
+        let mut outs = Vec::with_capacity(batch.len());
+        let (mut off, mut logit_off) = (0, 0);
+        for (g, (_, p)) in batch.iter().enumerate() {
+            let hidden_g = if batch.len() == 1 { hidden.clone() } else { hidden.narrow(0, off, p.b)? };
+            let logits = match wants[g] {
+                LogitsFor::None => None,
+                LogitsFor::Last => {
+                    let all = last_logits.as_ref().ok_or_else(|| Error::invalid("missing logits"))?;
+                    let l = if want_last.len() == 1 && batch.len() == 1 { all.clone() } else { all.narrow(0, logit_off, p.b)? };
+                    logit_off += p.b;
+                    Some(l)
+                }
+                LogitsFor::All => {
+                    let rows = flat.narrow(0, off * t, p.b * t)?;
+                    let all = self.norm.forward(&rows)?;
+                    Some(self.output.forward(&all)?.reshape((p.b, t, self.cfg.vocab_size))?)
+                }
+            };
+            outs.push(ForwardOutput { logits, hidden: hidden_g });
+            off += p.b;
+        }
+        Ok(outs)
+    }
+}
