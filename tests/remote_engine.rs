@@ -1,8 +1,8 @@
 //! deal as a stateless controller over a remote engine: llama.cpp's `llama-server` (built by
 //! `bench/llamacpp/build.sh` from the PyPI `llama-cpp-python` sdist) serves the default model,
 //! `deal serve --engine URL` steers it. Nothing is mocked. One test, in stages, so that one
-//! engine process serves them all (ignored until verified against a built llama-server; see the
-//! backends issue's closing note):
+//! engine process serves them all (ignored in CI for now: it passed once here, greedy parity 8/10
+//! exactly at the bar, so it waits for a larger prompt set; see the backends issue's note):
 //!
 //! 1. greedy through deal gives llama-server's own greedy text;
 //! 2. DeAL with the keywords head through the engine beats greedy's hard coverage by ≥ 0.25;
@@ -130,7 +130,7 @@ fn hard(words: &[&str], response: &str) -> f64 {
 }
 
 #[test]
-#[ignore = "needs llama-server from bench/llamacpp/build.sh; run with `cargo test --test remote_engine -- --ignored` (not yet verified, so not yet in CI)"]
+#[ignore = "needs llama-server from bench/llamacpp/build.sh; run with `cargo test --test remote_engine -- --ignored` (passed once here, 8/10 greedy parity; not yet in CI)"]
 fn deal_steers_llama_server() {
     let port = free_port();
     let engine = start_engine(port);

@@ -9,7 +9,7 @@ use crate::util::decode_single;
 
 /// Tokens a remote engine generates per call when it decodes greedily for us (text streams
 /// to the client after each block).
-const REMOTE_BLOCK: usize = 16;
+const REMOTE_BLOCK: usize = 64;
 
 /// See the module documentation.
 pub struct Greedy;

@@ -145,6 +145,7 @@ impl RemoteBackend {
             "n": 1,
             "stream": false,
             "return_tokens_as_token_ids": true,
+            "cache_prompt": false,
         })
         .to_string();
         let _slot = self.slot();
