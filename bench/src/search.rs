@@ -7,14 +7,20 @@
 //! between calls. It makes the same choices as `deal` with `Commit::Token` (up to
 //! quantization noise between batched and single-row arithmetic), so the ratio is the
 //! speed-up of batching, the forked cache and lookahead undo.
+//!
+//! Several backends can be measured in one run (the local engine and a remote
+//! OpenAI-compatible engine, `deal bench search --engine URL`): every prompt runs every
+//! controller on every backend in turn, each backend's ratios are against its own greedy,
+//! and the backend's call counter gives the engine calls per committed token.
 
 use std::time::Instant;
 
-use deal_controllers::{Commit, Request, SearchConfig};
-use deal_heads::{Candidate, HeadContext};
-use deal_heads::reward::{RewardSpec, WeightedReward};
 use deal_backend::sampling::{argmax, log_softmax, top_k};
+use deal_backend::Backend;
+use deal_controllers::{Commit, Request, SearchConfig};
 use deal_engine::Engine;
+use deal_heads::reward::{RewardSpec, WeightedReward};
+use deal_heads::{Candidate, HeadContext};
 
 /// Keyword concept sets, one per line (shared with `controllers/tests/alignment.rs`).
 pub const CONCEPTS_TEXT: &str = include_str!("../data/keyword_concepts.txt");
@@ -47,13 +53,25 @@ pub struct SearchBench {
 
 impl Default for SearchBench {
     fn default() -> Self {
-        Self { prompts: 4, naive_prompts: 1, max_tokens: 24, k: 4, beams: 2, lookahead: 4, lambda: 5.0, lead_margins: vec![2.0], lead_min_probs: Vec::new() }
+        Self {
+            prompts: 4,
+            naive_prompts: 1,
+            max_tokens: 24,
+            k: 4,
+            beams: 2,
+            lookahead: 4,
+            lambda: 5.0,
+            lead_margins: vec![2.0],
+            lead_min_probs: Vec::new(),
+        }
     }
 }
 
 /// One measured controller.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchPoint {
+    /// The backend it ran on (`local`, or `remote` for `--engine`).
+    pub backend: String,
     pub controller: String,
     /// Decode seconds (prefill excluded) per committed token, over all its prompts.
     pub secs_per_token: f64,
@@ -61,6 +79,11 @@ pub struct SearchPoint {
     pub vs_greedy: f64,
     pub tokens_committed: usize,
     pub forward_passes: usize,
+    /// Rows run per committed token (Σ rows over passes / tokens).
+    pub rows_per_token: f64,
+    /// Calls to the backend per committed token (its `*_calls_total` counter: forward calls
+    /// for the local engine, HTTP calls for a remote one).
+    pub calls_per_token: f64,
     /// Mean keyword soft coverage of its outputs.
     pub soft_coverage: f64,
     /// Share of outputs with every keyword (hard coverage).
@@ -82,7 +105,8 @@ pub struct NaivePoint {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchReport {
     pub points: Vec<SearchPoint>,
-    pub naive: NaivePoint,
+    /// `None` when no local engine ran the naive reference.
+    pub naive: Option<NaivePoint>,
 }
 
 /// The prompt for a concept set (one worked example, then the set).
@@ -134,47 +158,79 @@ impl SearchBench {
     }
 }
 
-/// Run the benchmark.
-pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
+/// The value of `backend`'s call counter (`*_calls_total`), 0 if it has none.
+fn calls(backend: &dyn Backend) -> u64 {
+    backend.counters().iter().find(|c| c.name.ends_with("_calls_total")).map(|c| c.value).unwrap_or(0)
+}
+
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    decode_secs: f64,
+    tokens: usize,
+    passes: usize,
+    rows: usize,
+    calls: u64,
+    soft: f64,
+    hard: f64,
+}
+
+/// Run the benchmark on each `(label, backend)`; the naive reference runs on `naive_on` (a
+/// local engine) when given.
+pub fn run(backends: &[(&str, &dyn Backend)], naive_on: Option<&Engine>, b: &SearchBench) -> anyhow::Result<SearchReport> {
     let all = concepts();
     let sets: Vec<&[&str]> = all.iter().map(Vec::as_slice).cycle().take(b.prompts.max(1)).collect();
     let controllers = b.controllers();
-    // per controller: decode secs, tokens, passes, soft, hard. Prompts run in the outer loop
-    // and every controller in turn on each, so a slow spell of this shared machine lands on
-    // all controllers alike instead of on whichever ran then.
-    let mut sums = vec![(0.0f64, 0usize, 0usize, 0.0f64, 0.0f64); controllers.len()];
+    let registry = deal_controllers::Registry::builtin();
+    // Prompts run in the outer loop and every backend and controller in turn on each, so a
+    // slow spell of this shared machine lands on all of them alike instead of on whichever
+    // ran then.
+    let mut sums = vec![vec![Sums::default(); controllers.len()]; backends.len()];
     let mut deal_first: Vec<(f64, usize, Vec<u32>)> = Vec::new();
     for (i, words) in sets.iter().enumerate() {
         let reward = keyword_reward(words)?;
         let p = prompt(words);
-        for ((label, name, cfg), sum) in controllers.iter().zip(sums.iter_mut()) {
-            let out = deal_controllers::Registry::builtin().search(name, cfg, &Request::new(engine, &p).with_reward(&reward), &mut |_| true)?;
-            let decode = out.stats.wall_secs - out.stats.prefill_secs;
-            let head = out.breakdown.as_ref().and_then(|bd| bd.heads.first());
-            sum.0 += decode;
-            sum.1 += out.tokens.len();
-            sum.2 += out.stats.forward_passes;
-            sum.3 += head.map(|h| h.normalized as f64).unwrap_or(0.0);
-            sum.4 += head.and_then(|h| h.details.get("hard")).map(|&x| x as f64).unwrap_or(0.0);
-            if label == "deal" && i < b.naive_prompts {
-                deal_first.push((decode, out.tokens.len(), out.tokens.clone()));
+        for (bi, (_, backend)) in backends.iter().enumerate() {
+            for ((label, name, cfg), sum) in controllers.iter().zip(sums[bi].iter_mut()) {
+                let calls_before = calls(*backend);
+                let out = registry.search(name, cfg, &Request::new(*backend, &p).with_reward(&reward), &mut |_| true)?;
+                let decode = out.stats.wall_secs - out.stats.prefill_secs;
+                let head = out.breakdown.as_ref().and_then(|bd| bd.heads.first());
+                sum.decode_secs += decode;
+                sum.tokens += out.tokens.len();
+                sum.passes += out.stats.forward_passes;
+                sum.rows += out.stats.rows_evaluated;
+                sum.calls += calls(*backend).saturating_sub(calls_before);
+                sum.soft += head.map(|h| h.normalized as f64).unwrap_or(0.0);
+                sum.hard += head.and_then(|h| h.details.get("hard")).map(|&x| x as f64).unwrap_or(0.0);
+                if bi == 0 && label == "deal" && i < b.naive_prompts {
+                    deal_first.push((decode, out.tokens.len(), out.tokens.clone()));
+                }
             }
         }
     }
     let mut points: Vec<SearchPoint> = Vec::new();
-    for ((label, _, _), (secs, tokens, passes, soft, hard)) in controllers.iter().zip(sums) {
-        let spt = secs / tokens.max(1) as f64;
-        let greedy = points.first().map(|g| g.secs_per_token).unwrap_or(spt);
-        points.push(SearchPoint {
-            controller: label.clone(),
-            secs_per_token: spt,
-            vs_greedy: spt / greedy,
-            tokens_committed: tokens,
-            forward_passes: passes,
-            soft_coverage: soft / sets.len() as f64,
-            hard_coverage: hard / sets.len() as f64,
-        });
+    for ((backend, _), sums) in backends.iter().zip(&sums) {
+        let greedy = sums[0].decode_secs / sums[0].tokens.max(1) as f64;
+        for ((label, _, _), s) in controllers.iter().zip(sums) {
+            let tokens = s.tokens.max(1) as f64;
+            let spt = s.decode_secs / tokens;
+            points.push(SearchPoint {
+                backend: backend.to_string(),
+                controller: label.clone(),
+                secs_per_token: spt,
+                vs_greedy: spt / greedy,
+                tokens_committed: s.tokens,
+                forward_passes: s.passes,
+                rows_per_token: s.rows as f64 / tokens,
+                calls_per_token: s.calls as f64 / tokens,
+                soft_coverage: s.soft / sets.len() as f64,
+                hard_coverage: s.hard / sets.len() as f64,
+            });
+        }
     }
+    let Some(engine) = naive_on else {
+        return Ok(SearchReport { points, naive: None });
+    };
     let (mut naive_secs, mut naive_tokens, mut same) = (0.0, 0, 0);
     let cfg = b.deal();
     for (words, (_, _, deal_tokens)) in sets.iter().zip(&deal_first) {
@@ -196,7 +252,7 @@ pub fn run(engine: &Engine, b: &SearchBench) -> anyhow::Result<SearchReport> {
         speedup: naive_spt / deal_spt,
         same_output: same,
     };
-    Ok(SearchReport { points, naive })
+    Ok(SearchReport { points, naive: Some(naive) })
 }
 
 /// Next-token logits after `prompt + tokens`, computed from scratch (a fresh cache).

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use deal_controllers::Outcome;
+use deal_driver::Event as DriverEvent;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
@@ -141,11 +142,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn complete(
-    State(st): State<Arc<AppState>>,
-    endpoint: Endpoint,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(st.config.max_body_bytes)
@@ -183,14 +180,14 @@ async fn collect(
     let mut done = 0;
     while done < want {
         match rx.recv().await {
-            Some(Event::Done { index, outcome }) => {
+            Some(Ok(DriverEvent::Done { index, outcome })) => {
                 if let Some(slot) = outcomes.get_mut(index) {
                     *slot = Some(*outcome);
                     done += 1;
                 }
             }
-            Some(Event::Failed(e)) => return Err(e),
-            Some(Event::Started | Event::Text { .. }) => {}
+            Some(Err(e)) => return Err(e),
+            Some(Ok(DriverEvent::Started | DriverEvent::Text { .. })) => {}
             None => return Err(ApiError::internal("the engine worker stopped before finishing the request")),
         }
     }
@@ -218,19 +215,26 @@ fn sse_json(v: &Value) -> SseEvent {
 }
 
 impl Streaming {
+    /// End the stream with an error event, then `[DONE]` (clients wait for it).
+    fn fail(&mut self, e: &ApiError) {
+        self.pending.push_back(sse_json(&e.body()));
+        self.pending.push_back(SseEvent::default().data("[DONE]"));
+        self.finished = true;
+    }
+
     /// Turn one worker event into SSE events (queued in `pending`; `finished` once the
     /// stream is over).
     fn on_event(&mut self, ev: Option<Event>) {
         match ev {
-            Some(Event::Started) => {}
-            Some(Event::Text { index, text }) => {
+            Some(Ok(DriverEvent::Started)) => {}
+            Some(Ok(DriverEvent::Text { index, text })) => {
                 if !self.first_token {
                     self.first_token = true;
                     self.st.metrics.time_to_first_token.observe(self.t0.elapsed().as_secs_f64());
                 }
                 self.pending.push_back(sse_json(&response::text_chunk(&self.meta, index, &text, false)));
             }
-            Some(Event::Done { index, outcome }) => {
+            Some(Ok(DriverEvent::Done { index, outcome })) => {
                 self.pending.push_back(sse_json(&response::final_chunk(&self.meta, &self.req, index, &outcome)));
                 if let Some(slot) = self.outcomes.get_mut(index) {
                     *slot = Some(*outcome);
@@ -245,15 +249,8 @@ impl Streaming {
                     self.finished = true;
                 }
             }
-            Some(Event::Failed(e)) => {
-                self.pending.push_back(sse_json(&e.body()));
-                self.finished = true;
-            }
-            None => {
-                let e = ApiError::internal("the engine worker stopped before finishing the request");
-                self.pending.push_back(sse_json(&e.body()));
-                self.finished = true;
-            }
+            Some(Err(e)) => self.fail(&e),
+            None => self.fail(&ApiError::internal("the engine worker stopped before finishing the request")),
         }
     }
 }
@@ -270,7 +267,7 @@ async fn stream(
     // wait until the search starts, so that a failure before it (e.g. a reward head that
     // cannot load) is still an HTTP error rather than an error event
     let first = rx.recv().await;
-    if let Some(Event::Failed(e)) = first {
+    if let Some(Err(e)) = first {
         return Err(e);
     }
     let want = req.job.prompts.len() * req.job.n;

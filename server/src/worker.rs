@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use deal_controllers::Outcome;
 use deal_driver::Driver;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -31,29 +30,9 @@ pub struct Job {
     pub enqueued: Instant,
 }
 
-/// What the worker reports back, in order: text pieces of each choice as they are committed,
-/// then one `Done` per choice (or one `Failed`).
-#[derive(Debug)]
-pub enum Event {
-    /// The search started: the job left the queue and its reward heads loaded.
-    Started,
-    /// A piece of choice `index`'s text, as soon as it is committed.
-    Text {
-        /// The choice: prompt number × `n` + choice number within the prompt.
-        index: usize,
-        /// The new text (to append to what came before).
-        text: String,
-    },
-    /// Choice `index` is finished.
-    Done {
-        /// The choice, numbered as in `Text`.
-        index: usize,
-        /// The search's result: full text, tokens, finish reason, reward breakdown, stats.
-        outcome: Box<Outcome>,
-    },
-    /// The job failed; no more events follow.
-    Failed(ApiError),
-}
+/// What the worker reports back, in order: the driver's events (text pieces of each choice
+/// as they are committed, then one `Done` per choice), or one error that ends the job.
+pub type Event = Result<deal_driver::Event, ApiError>;
 
 /// Handle to the worker threads.
 #[derive(Clone)]
@@ -115,7 +94,7 @@ fn work(rx: Receiver<Job>, driver: &Driver, metrics: &Metrics, active: &AtomicUs
             Err(_) => Some(ApiError::internal("the search failed unexpectedly (a bug); the server is still running")),
         };
         if let Some(e) = failure {
-            let _ = job.events.send(Event::Failed(e));
+            let _ = job.events.send(Err(e));
         }
     }
 }
@@ -123,15 +102,10 @@ fn work(rx: Receiver<Job>, driver: &Driver, metrics: &Metrics, active: &AtomicUs
 fn run(job: &Job, driver: &Driver, metrics: &Metrics) -> Result<(), ApiError> {
     let (events, cancel) = (&job.events, &job.cancel);
     let mut on_event = |ev: deal_driver::Event| {
-        let ev = match ev {
-            deal_driver::Event::Started => Event::Started,
-            deal_driver::Event::Text { index, text } => Event::Text { index, text },
-            deal_driver::Event::Done { index, outcome } => {
-                metrics.record_search(&outcome.stats);
-                Event::Done { index, outcome }
-            }
-        };
-        events.send(ev).is_ok()
+        if let deal_driver::Event::Done { outcome, .. } = &ev {
+            metrics.record_search(&outcome.stats);
+        }
+        events.send(Ok(ev)).is_ok()
     };
     let outcomes = driver.run(&job.request.job, Some(cancel), &mut on_event)?;
     if cancel.load(Ordering::Relaxed) {

@@ -85,7 +85,10 @@ fn kernel_bench(a: KernelArgs) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     eprintln!("deal bench kernel: {} weight shapes, {threads} threads; ours vs candle's Q8_0 QMatMul", cfg.arch_name);
     let points = deal_bench::kernel::run(&cfg, &a.rows, a.secs)?;
-    println!("{:>9} {:>7} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10}", "weight", "n", "k", "rows", "ours ms", "candle ms", "speedup", "GMAC/s", "vs 1 row");
+    println!(
+        "{:>9} {:>7} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "weight", "n", "k", "rows", "ours ms", "candle ms", "speedup", "GMAC/s", "vs 1 row"
+    );
     for p in &points {
         println!(
             "{:>9} {:>7} {:>5} {:>5} {:>10.3} {:>10.3} {:>7.2}x {:>8.1} {:>9.2}x",

@@ -1,6 +1,10 @@
 //! `deal bench search`: wall time per committed token of every search controller vs.
 //! greedy on the same keyword prompts, and of `deal` vs. a naive implementation of the same
 //! search (rows one at a time, prefix recomputed every step). Ratios from one run.
+//!
+//! With `--engine URL` the same searches also run on that OpenAI-compatible engine
+//! (serving the GGUF `-m` names), interleaved with the local ones, so remote and local cost
+//! per token and the engine calls each controller makes are measured in one run.
 
 use deal_bench::search::{self, SearchBench};
 
@@ -48,6 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--prompts, --max-tokens, -k and -b must be > 0");
     }
     let engine = a.model.load()?;
+    let remote = a.model.remote()?;
     let cfg = SearchBench {
         prompts: a.prompts,
         naive_prompts: a.naive_prompts.min(a.prompts),
@@ -69,30 +74,42 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.lookahead,
         cfg.lambda
     );
-    let report = search::run(&engine, &cfg)?;
-    println!("{:>14} {:>10} {:>10} {:>8} {:>8} {:>6} {:>6}", "controller", "ms/token", "vs greedy", "tokens", "passes", "soft", "hard");
+    let mut backends: Vec<(&str, &dyn deal_backend::Backend)> = vec![("local", &engine)];
+    if let Some(r) = &remote {
+        eprintln!("also on the remote engine at {}", a.model.engine.as_deref().unwrap_or(""));
+        backends.push(("remote", r.as_ref()));
+    }
+    let report = search::run(&backends, Some(&engine), &cfg)?;
+    println!(
+        "{:>7} {:>14} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}",
+        "backend", "controller", "ms/token", "vs greedy", "tokens", "passes", "rows/tok", "calls/tok", "soft", "hard"
+    );
     for p in &report.points {
         println!(
-            "{:>14} {:>10.1} {:>9.2}x {:>8} {:>8} {:>6.3} {:>6.3}",
+            "{:>7} {:>14} {:>10.1} {:>9.2}x {:>8} {:>8} {:>8.1} {:>9.2} {:>6.3} {:>6.3}",
+            p.backend,
             p.controller,
             p.secs_per_token * 1e3,
             p.vs_greedy,
             p.tokens_committed,
             p.forward_passes,
+            p.rows_per_token,
+            p.calls_per_token,
             p.soft_coverage,
             p.hard_coverage
         );
     }
-    let n = &report.naive;
-    println!(
-        "deal vs naive ({} prompt(s)): naive {:.1} ms/token, deal {:.1} ms/token: {:.1}x faster; same output on {}/{}",
-        n.prompts,
-        n.naive_secs_per_token * 1e3,
-        n.deal_secs_per_token * 1e3,
-        n.speedup,
-        n.same_output,
-        n.prompts
-    );
+    if let Some(n) = &report.naive {
+        println!(
+            "deal vs naive ({} prompt(s)): naive {:.1} ms/token, deal {:.1} ms/token: {:.1}x faster; same output on {}/{}",
+            n.prompts,
+            n.naive_secs_per_token * 1e3,
+            n.deal_secs_per_token * 1e3,
+            n.speedup,
+            n.same_output,
+            n.prompts
+        );
+    }
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
     }

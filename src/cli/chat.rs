@@ -6,9 +6,9 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use deal_driver::Alignment;
-use deal_controllers::{Outcome};
 use deal_backend::chat::{Message, Role};
+use deal_controllers::Outcome;
+use deal_driver::Alignment;
 use deal_driver::Driver;
 
 use super::{ModelArgs, RewardArgs};
@@ -292,7 +292,8 @@ impl Chat {
         });
         let _ = writeln!(stdout);
         let result = result.and_then(|mut o| {
-            o.pop().ok_or_else(|| deal_controllers::ControlError::Backend(deal_backend::Error::Engine("the search produced no answer".into())))
+            o.pop()
+                .ok_or_else(|| deal_controllers::ControlError::Backend(deal_backend::Error::Engine("the search produced no answer".into())))
         });
         match result {
             Ok(o) => {

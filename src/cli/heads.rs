@@ -76,11 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 fn list(json: bool) -> anyhow::Result<()> {
     let r = Registry::with_builtin();
     if json {
-        let v: Vec<serde_json::Value> = r
-            .kinds()
-            .iter()
-            .map(|k| k.describe())
-            .collect();
+        let v: Vec<serde_json::Value> = r.kinds().iter().map(|k| k.describe()).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }

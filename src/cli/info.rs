@@ -31,7 +31,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("vocabulary      {} tokens ({:?})", tok.vocab_size(), tok.kind());
     println!("rope            base {} ({:?}), local base {}", c.rope_base, c.rope_style, c.rope_base_local);
     match c.sliding_window {
-        Some(w) => println!("sliding window  {w} tokens on {} of {} layers", (0..c.n_layers).filter(|&i| c.is_local_layer(i)).count(), c.n_layers),
+        Some(w) => {
+            println!("sliding window  {w} tokens on {} of {} layers", (0..c.n_layers).filter(|&i| c.is_local_layer(i)).count(), c.n_layers)
+        }
         None => println!("sliding window  none"),
     }
     let quants: Vec<String> = info.quant_types.iter().map(|(q, n)| format!("{q} x{n}")).collect();

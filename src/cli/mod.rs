@@ -2,11 +2,11 @@
 
 pub mod bench;
 pub mod bench_search;
+pub mod chat;
 pub mod generate;
 pub mod heads;
 pub mod info;
 pub mod serve;
-pub mod chat;
 pub mod train_probe;
 
 use std::path::PathBuf;
@@ -60,19 +60,27 @@ impl ModelArgs {
         Ok(Engine::load(&path, &opts)?)
     }
 
+    /// The remote engine `--engine` names (the tokenizer comes from `-m`'s GGUF), if any.
+    pub fn remote(&self) -> anyhow::Result<Option<Arc<deal_remote::RemoteBackend>>> {
+        let Some(url) = &self.engine else {
+            return Ok(None);
+        };
+        let path = resolve_model(self.model.as_deref())?;
+        let name = match &self.engine_model {
+            Some(n) => n.clone(),
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
+        };
+        let mut opts = deal_remote::RemoteOptions::new(url.clone(), name);
+        opts.api_key = self.engine_key.clone().filter(|k| !k.is_empty());
+        opts.timeout = std::time::Duration::from_secs(self.engine_timeout.max(1));
+        Ok(Some(Arc::new(deal_remote::RemoteBackend::new(opts, &path)?)))
+    }
+
     /// The request driver over the local engine (or the remote one `--engine` names), with
     /// the built-in heads and controllers.
     pub fn driver(&self) -> anyhow::Result<Driver> {
-        if let Some(url) = &self.engine {
-            let path = resolve_model(self.model.as_deref())?;
-            let name = match &self.engine_model {
-                Some(n) => n.clone(),
-                None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-            };
-            let mut opts = deal_remote::RemoteOptions::new(url.clone(), name);
-            opts.api_key = self.engine_key.clone().filter(|k| !k.is_empty());
-            opts.timeout = std::time::Duration::from_secs(self.engine_timeout.max(1));
-            let remote: Arc<dyn deal_backend::Backend> = Arc::new(deal_remote::RemoteBackend::new(opts, &path)?);
+        if let Some(remote) = self.remote()? {
+            let remote: Arc<dyn deal_backend::Backend> = remote;
             return Ok(Driver::new(remote.clone(), Registries::builtin(), HeadContext::with_backend(remote)));
         }
         let engine = Arc::new(self.load()?);
@@ -111,8 +119,7 @@ impl RewardArgs {
         }
         for hp in &self.head_params {
             let (name, json) = hp.split_once('=').ok_or_else(|| anyhow::anyhow!("--head {hp:?}: expected NAME=JSON"))?;
-            let v: serde_json::Value =
-                serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--head {name}: not JSON ({e})"))?;
+            let v: serde_json::Value = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("--head {name}: not JSON ({e})"))?;
             spec.heads.insert(name.to_string(), v);
         }
         spec.validate(&deal_heads::Registry::with_builtin())?;

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use deal_heads::{HeadContext, Registry, Scale};
 use deal_heads::probe_train::{self, DistillOptions, FitOptions};
+use deal_heads::{HeadContext, Registry, Scale};
 
 use super::ModelArgs;
 
@@ -122,11 +122,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let probe = probe_train::to_probe(weight, bias, scale, &rep, meta);
     probe.save(&a.out)?;
 
-    println!("records         {} train ({} prompts/groups), {} held out ({} groups)", rep.n_train, rep.groups_train, rep.n_test, rep.groups_test);
+    println!(
+        "records         {} train ({} prompts/groups), {} held out ({} groups)",
+        rep.n_train, rep.groups_train, rep.n_test, rep.groups_test
+    );
     println!("ridge lambda    {:e} (grouped {}-fold CV R² {:.3})", rep.lambda, opts.folds, rep.cv_r2);
     println!("train R²        {:.3}", rep.r2_train);
     println!("held-out R²     {:.3}", rep.r2_test);
-    println!("held-out r      {:.3} Pearson, {:.3} Spearman ({:.3} on finished texts)", rep.pearson_test, rep.spearman_test, rep.spearman_test_final);
+    println!(
+        "held-out r      {:.3} Pearson, {:.3} Spearman ({:.3} on finished texts)",
+        rep.pearson_test, rep.spearman_test, rep.spearman_test_final
+    );
     println!("held-out RMSE   {:.3} (target std {:.3})", rep.rmse_test, rep.target_std);
     println!("scale           {}", scale.describe());
     println!("wrote           {} ({:.0}s)", a.out.display(), t0.elapsed().as_secs_f64());
