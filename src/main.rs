@@ -24,8 +24,13 @@ enum Command {
     Generate(cli::generate::Args),
     /// Describe a GGUF model: architecture, sizes, quantization types, context length.
     Info(cli::info::Args),
-    /// Fetch and verify the default model (done automatically on first use).
-    Setup,
+    /// Fetch and verify the default model (done automatically on first use), and with
+    /// `--heads relevance` the relevance head's MiniLM model (a server never fetches it).
+    Setup {
+        /// Model-backed heads whose assets to fetch too (comma-separated: relevance).
+        #[arg(long, value_delimiter = ',')]
+        heads: Vec<String>,
+    },
     /// List the reward heads and their params; score texts (`heads score`); cost (`heads bench`).
     Heads(cli::heads::Args),
     /// Fit a linear probe reward head on the policy's hidden states (ridge regression).
@@ -33,6 +38,18 @@ enum Command {
     /// Benchmarks (speed ratios vs. baselines and peers).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
+}
+
+fn setup(heads: &[String]) -> anyhow::Result<()> {
+    println!("{}", deal_engine::setup::ensure_default_model()?.display());
+    for h in heads {
+        match h.trim() {
+            "relevance" => println!("{}", deal_heads::relevance::MiniLm::default_dir()?.display()),
+            "" => {}
+            other => anyhow::bail!("--heads {other}: only `relevance` has assets to fetch"),
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -52,9 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Info(a) => cli::info::run(a),
-        Command::Setup => deal_engine::setup::ensure_default_model()
-            .map(|p| println!("{}", p.display()))
-            .map_err(Into::into),
+        Command::Setup { heads } => setup(&heads),
         Command::Bench(b) => cli::bench::run(b),
         Command::Heads(a) => cli::heads::run(a),
         Command::TrainProbe(a) => cli::train_probe::run(a),

@@ -1,8 +1,7 @@
 //! deal as a stateless controller over a remote engine: llama.cpp's `llama-server` (built by
 //! `bench/llamacpp/build.sh` from the PyPI `llama-cpp-python` sdist) serves the default model,
 //! `deal serve --engine URL` steers it. Nothing is mocked. One test, in stages, so that one
-//! engine process serves them all (ignored in CI for now: it passed once here, greedy parity 8/10
-//! exactly at the bar, so it waits for a larger prompt set; see the backends issue's note):
+//! engine process serves them all (`.ci/run` builds llama-server once and caches it):
 //!
 //! 1. greedy through deal gives llama-server's own greedy text;
 //! 2. DeAL with the keywords head through the engine beats greedy's hard coverage by ≥ 0.25;
@@ -96,7 +95,7 @@ fn text(v: &Value) -> String {
     v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {v}")).to_string()
 }
 
-const PROMPTS: [&str; 10] = [
+const PROMPTS: [&str; 16] = [
     "The capital of France is",
     "Once upon a time, in a small village,",
     "The three primary colors are",
@@ -107,6 +106,12 @@ const PROMPTS: [&str; 10] = [
     "The best way to learn a language is",
     "Dear customer, we are sorry that",
     "Water boils at",
+    "The most important invention of the 20th century was",
+    "To make a cup of tea, first",
+    "The cat sat on the",
+    "Scientists have discovered that",
+    "The main difference between a virus and a bacterium is",
+    "In the year 2050, cities will",
 ];
 
 fn concept_sets() -> Vec<Vec<&'static str>> {
@@ -130,7 +135,6 @@ fn hard(words: &[&str], response: &str) -> f64 {
 }
 
 #[test]
-#[ignore = "needs llama-server from bench/llamacpp/build.sh; run with `cargo test --test remote_engine -- --ignored` (passed once here, 8/10 greedy parity; not yet in CI)"]
 fn deal_steers_llama_server() {
     let port = free_port();
     let engine = start_engine(port);

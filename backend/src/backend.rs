@@ -24,6 +24,9 @@ pub struct Capabilities {
     /// Rows can be fed one token at a time at the cost of a forward pass (a local KV cache).
     /// When `false`, every feed is a round trip, and lookaheads go through [`Rows::rollout`].
     pub cheap_steps: bool,
+    /// Bytes of KV cache one token of one row holds here (`None`: the cache is not in this
+    /// process, e.g. a remote engine). Servers estimate a request's memory from it.
+    pub kv_bytes_per_token: Option<usize>,
 }
 
 /// What one fed row gives back.

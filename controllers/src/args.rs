@@ -32,6 +32,10 @@ impl Build for Args {
     const DESCRIPTION: &'static str = "ARGS: top-k tokens scored by log P + w·h(prefix+token), greedy or sampled";
     const NEEDS_REWARD: bool = true;
 
+    fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
+        (cfg.k, "k")
+    }
+
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let mut rng = StdRng::seed_from_u64(cfg.seed);

@@ -239,6 +239,11 @@ impl<'a> Batch<'a> {
             .map(|row| Trace { base: row.tokens.len(), finish: row.finish, first: row.dist.clone(), ..Default::default() })
             .collect();
         for j in 0..l {
+            // every row ended (EOS, stop, max_tokens): nothing left to roll out
+            if self.all_done() {
+                break;
+            }
+            self.check_cancel()?;
             for (r, trace) in traces.iter_mut().enumerate() {
                 if self.rows[r].is_done() {
                     continue;

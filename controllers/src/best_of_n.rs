@@ -22,6 +22,10 @@ impl Build for BestOfN {
         Ok(())
     }
 
+    fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
+        (cfg.n, "n")
+    }
+
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let mut sampler = Sampler::new(sampling(cfg))?;

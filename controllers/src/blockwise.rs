@@ -27,6 +27,10 @@ impl Build for Blockwise {
         Ok(())
     }
 
+    fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
+        (cfg.blocks, "blocks")
+    }
+
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let mut sampler = Sampler::new(sampling(cfg))?;

@@ -53,7 +53,8 @@ pub struct SearchConfig {
     pub k: usize,
     /// b: beams kept by DeAL.
     pub beams: usize,
-    /// l: greedy lookahead tokens rolled out per DeAL candidate.
+    /// l: greedy lookahead tokens rolled out per DeAL candidate (at most [`MAX_LOOKAHEAD`];
+    /// a rollout stops early where every row has ended).
     pub lookahead: usize,
     /// λ (DeAL) / w (ARGS): weight of the reward against log-probability / logits.
     pub lambda: f64,
@@ -93,8 +94,12 @@ impl Default for SearchConfig {
     }
 }
 
-/// Largest number of rows a config may ask for in one batch.
+/// Largest number of rows a config may ask for in one batch (`k * beams`, `n`, `blocks`).
 pub const MAX_ROWS: usize = 256;
+/// Largest `lookahead` (a lookahead past `max_tokens` stops where the response does).
+pub const MAX_LOOKAHEAD: usize = 64;
+/// Largest `block_len`.
+pub const MAX_BLOCK_LEN: usize = 256;
 
 impl SearchConfig {
     /// Parse from JSON (unknown fields are errors that name them).
@@ -124,6 +129,12 @@ impl SearchConfig {
             if rows > MAX_ROWS {
                 return Err(ControlError::config(field, format!("asks for {rows} rows; at most {MAX_ROWS}")));
             }
+        }
+        if self.lookahead > MAX_LOOKAHEAD {
+            return Err(ControlError::config("lookahead", format!("is {}; at most {MAX_LOOKAHEAD}", self.lookahead)));
+        }
+        if self.block_len > MAX_BLOCK_LEN {
+            return Err(ControlError::config("block_len", format!("is {}; at most {MAX_BLOCK_LEN}", self.block_len)));
         }
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(ControlError::config("temperature", format!("must be a finite number >= 0, got {}", self.temperature)));

@@ -125,6 +125,11 @@ pub trait Controller: Send + Sync {
     /// The config the controller was built from.
     fn config(&self) -> &SearchConfig;
 
+    /// Most rows the search holds at once, and the config field that sets that number.
+    fn rows(&self) -> (usize, &'static str) {
+        (1, "max_tokens")
+    }
+
     /// Search from the prefilled prompt (one row in `s.batch`); commit final tokens through
     /// `s.stream` as soon as they are decided; return the row with the answer.
     fn search(&self, s: &mut Session<'_>) -> Result<Final>;

@@ -43,6 +43,10 @@ impl Build for Deal {
     const DESCRIPTION: &'static str = "DeAL lookahead search: b beams x top-k candidates, l-token greedy lookahead, log P + λ·h";
     const NEEDS_REWARD: bool = true;
 
+    fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
+        (cfg.k * cfg.beams, "k")
+    }
+
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let hidden = reward.needs_hidden();

@@ -26,6 +26,10 @@ impl Build for EarlyPrune {
         Ok(())
     }
 
+    fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
+        (cfg.n, "n")
+    }
+
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
         let reward = s.require_reward(Self::NAME)?;
         let mut sampler = Sampler::new(sampling(cfg))?;

@@ -20,6 +20,12 @@ pub trait Build: Send + Sync + 'static {
     fn check(_cfg: &SearchConfig) -> Result<()> {
         Ok(())
     }
+
+    /// Most rows the search holds at once under `cfg`, and the field that sets that number
+    /// (for admission estimates of its KV cache). Default: one row.
+    fn rows(_cfg: &SearchConfig) -> (usize, &'static str) {
+        (1, "max_tokens")
+    }
     /// Search from the prefilled prompt (one row in `s.batch`); commit final tokens through
     /// `s.stream` as soon as they are decided; return the row with the answer.
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final>;
@@ -42,6 +48,10 @@ impl<C: Build> Controller for Configured<C> {
 
     fn search(&self, s: &mut Session<'_>) -> Result<Final> {
         C::search(&self.cfg, s)
+    }
+
+    fn rows(&self) -> (usize, &'static str) {
+        C::rows(&self.cfg)
     }
 }
 

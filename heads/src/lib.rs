@@ -34,11 +34,13 @@ use deal_engine::{Engine, EngineOptions};
 
 use crate::reward::RewardError;
 
+pub mod access;
 pub mod error;
 pub mod probe_train;
 pub mod reward;
 pub mod text;
 
+pub use access::Access;
 pub use error::{Error, Result};
 
 /// The built-in heads: `module => Type`. One line per head; the module is the head's file.
@@ -423,12 +425,14 @@ pub struct HeadContext {
     policy_path: Option<PathBuf>,
     /// Device for models heads load themselves (judges given by path).
     device: candle_core::Device,
-    shared: Mutex<HashMap<(TypeId, String), Slot>>,
+    shared: Arc<Mutex<HashMap<(TypeId, String), Slot>>>,
+    /// What head params may reach (URLs, files, fetching).
+    access: Arc<Access>,
 }
 
 impl Default for HeadContext {
     fn default() -> Self {
-        Self { policy: None, policy_path: None, device: candle_core::Device::Cpu, shared: Default::default() }
+        Self { policy: None, policy_path: None, device: candle_core::Device::Cpu, shared: Default::default(), access: Default::default() }
     }
 }
 
@@ -452,7 +456,25 @@ impl HeadContext {
             device: engine.model().device().clone(),
             policy: Some(engine),
             shared: Default::default(),
+            access: Default::default(),
         })
+    }
+
+    /// The same context (policy, loaded models) under other [`Access`] rules: a server
+    /// restricts what its clients' head params may reach with [`Access::server`].
+    pub fn with_access(&self, access: Access) -> Arc<Self> {
+        Arc::new(Self {
+            policy: self.policy.clone(),
+            policy_path: self.policy_path.clone(),
+            device: self.device.clone(),
+            shared: self.shared.clone(),
+            access: Arc::new(access),
+        })
+    }
+
+    /// What head params may reach.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// A context whose policy is any backend (e.g. a remote engine).
@@ -481,11 +503,13 @@ impl HeadContext {
     /// of the same key wait for one `init`; different keys load in parallel. A failed `init`
     /// is not cached (the next call retries).
     pub fn shared<T: Any + Send + Sync>(&self, key: &str, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        // a panic while a model loaded poisons its slot; the slot then holds nothing (the
+        // value is stored only after `init` returns), so the next caller simply retries
         let slot = {
-            let mut map = self.shared.lock().map_err(|_| Error::invalid("head context lock poisoned"))?;
+            let mut map = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry((TypeId::of::<T>(), key.to_string())).or_default().clone()
         };
-        let mut guard = slot.lock().map_err(|_| Error::invalid("head context lock poisoned"))?;
+        let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(v) = guard.as_ref() {
             if let Ok(t) = v.clone().downcast::<T>() {
                 return Ok(t);
@@ -496,9 +520,15 @@ impl HeadContext {
         Ok(t)
     }
 
-    /// A model to run: the policy when `path` is `None`, else the GGUF at `path` (loaded once
-    /// as a local engine on the policy's device, or the CPU). Returns the backend and a key
-    /// that names it.
+    /// The file a head param names, checked against the context's [`Access`] (a request may
+    /// only name files the operator listed; the error says nothing about what exists).
+    pub fn resolve_file(&self, head: &str, what: &str, given: &Path) -> Result<PathBuf> {
+        self.access.resolve_file(what, given).map_err(|e| bad_param(head, e.0))
+    }
+
+    /// A model to run: the policy when `path` is `None`, else the GGUF at `path` (resolved
+    /// through the context's [`Access`], loaded once as a local engine on the policy's
+    /// device, or the CPU). Returns the backend and a key that names it.
     pub fn model(&self, head: &str, path: Option<&Path>) -> Result<(Arc<dyn Backend>, String)> {
         match path {
             None => {
@@ -506,17 +536,29 @@ impl HeadContext {
                 let key = self.policy_path.as_ref().map_or_else(|| format!("policy:{}", p.model_id()), |p| p.to_string_lossy().into_owned());
                 Ok((p, key))
             }
-            Some(p) => {
+            Some(given) => {
+                let p = self.resolve_file(head, "model", given)?;
+                // one key per file, however the request spelled it
+                let p = p.canonicalize().unwrap_or(p);
                 if let (Some(e), Some(pp)) = (&self.policy, &self.policy_path) {
-                    if pp == p {
+                    if pp.canonicalize().is_ok_and(|c| c == p) {
                         return Ok((e.clone(), pp.to_string_lossy().into_owned()));
                     }
                 }
                 let key = p.to_string_lossy().into_owned();
                 let device = self.device.clone();
+                let restricted = self.access.files_restricted();
                 let engine: Arc<Arc<Engine>> = self.shared(&key, || {
                     let opts = EngineOptions { device, ..Default::default() };
-                    Ok(Arc::new(Engine::load(p, &opts)?))
+                    match Engine::load(&p, &opts) {
+                        Ok(e) => Ok(Arc::new(e)),
+                        // the loader's message may quote the file's bytes: not for a client
+                        Err(e) if restricted => {
+                            tracing::warn!("judge model {}: {e}", p.display());
+                            Err(bad_param(head, format!("model `{}` could not be loaded (see the server log)", given.display())))
+                        }
+                        Err(e) => Err(e.into()),
+                    }
                 })?;
                 Ok(((*engine).clone() as Arc<dyn Backend>, key))
             }
@@ -524,10 +566,10 @@ impl HeadContext {
     }
 }
 
-/// Check that an optional model path names an existing file (at validation time).
-pub fn check_model_path(head: &str, path: &Option<PathBuf>) -> Result<()> {
+/// Check that an optional model path names a file the context allows (at validation time).
+pub fn check_model_path(head: &str, path: &Option<PathBuf>, ctx: &HeadContext) -> Result<()> {
     match path {
-        Some(p) if !p.is_file() => Err(bad_param(head, format!("model file {} does not exist", p.display()))),
-        _ => Ok(()),
+        Some(p) => ctx.resolve_file(head, "model", p).map(|_| ()),
+        None => Ok(()),
     }
 }

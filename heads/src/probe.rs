@@ -202,12 +202,18 @@ impl RewardHead for Probe {
     fn build(p: Params, ctx: &Arc<HeadContext>) -> Result<Self> {
         let weights = match &p.path {
             None => ctx.shared("bundled probe", || ProbeWeights::from_bytes(BUNDLED, "bundled sentiment probe"))?,
-            Some(path) => {
-                if !path.is_file() {
-                    return Err(bad_param(Self::NAME, format!("probe file {} does not exist", path.display())));
-                }
+            Some(given) => {
+                let path = ctx.resolve_file(Self::NAME, "probe", given)?;
+                let path = path.canonicalize().unwrap_or(path);
                 let key = path.to_string_lossy().into_owned();
-                ctx.shared(&key, || ProbeWeights::load(path))?
+                let restricted = ctx.access().files_restricted();
+                ctx.shared(&key, || match ProbeWeights::load(&path) {
+                    Err(e) if restricted => {
+                        tracing::warn!("probe {}: {e}", path.display());
+                        Err(bad_param(Self::NAME, format!("probe `{}` could not be loaded (see the server log)", given.display())))
+                    }
+                    r => r,
+                })?
             }
         };
         if let Some(e) = ctx.policy() {

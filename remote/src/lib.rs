@@ -244,7 +244,7 @@ impl Backend for RemoteBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { hidden_states: false, hidden_size: None, top_n: Some(self.opts.top_n), cheap_steps: false }
+        Capabilities { hidden_states: false, hidden_size: None, top_n: Some(self.opts.top_n), cheap_steps: false, kv_bytes_per_token: None }
     }
 
     fn encode_chat(&self, messages: &[Message]) -> Result<Vec<u32>> {

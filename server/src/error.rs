@@ -118,6 +118,64 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "upstream_error", message)
     }
 
+    /// 408: the client did not send its body in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("the request body did not arrive within {} s", limit.as_secs_f64()),
+        )
+    }
+
+    /// 415: a POST without `Content-Type: application/json`.
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "send the request body as JSON with `Content-Type: application/json`",
+        )
+    }
+
+    /// 400: the request's KV-cache estimate is over the server's per-request limit.
+    pub fn too_much_memory(param: &str, estimate: usize, limit: usize, rows: usize) -> Self {
+        let mb = |b: usize| b as f64 / (1 << 20) as f64;
+        Self {
+            code: Some("request_too_large"),
+            ..Self::invalid(
+                param,
+                format!(
+                    "this request would hold about {:.0} MB of KV cache ({rows} rows); this server allows {:.0} MB per request: \
+                     lower `{}` or `max_tokens`",
+                    mb(estimate),
+                    mb(limit),
+                    param.rsplit('.').next().unwrap_or(param),
+                ),
+            )
+        }
+    }
+
+    /// 504: the request ran past the server's deadline (`--request-timeout`).
+    pub fn request_timeout(limit: std::time::Duration) -> Self {
+        Self {
+            code: Some("request_timeout"),
+            ..Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                format!("the request ran longer than this server's limit of {} s (--request-timeout)", limit.as_secs_f64()),
+            )
+        }
+    }
+
+    /// For a server-side fault (5xx but not upstream): add the request id to the message
+    /// (and log the error under it), so an operator can find it.
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        if self.status.is_server_error() && self.kind == "server_error" {
+            tracing::error!(request_id = id, "{}", self.message);
+            self.message = format!("{} (request id {id})", self.message);
+        }
+        self
+    }
+
     /// The same error with a machine-readable `code` (e.g. the missing capability).
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
@@ -146,7 +204,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, axum::Json(self.body())).into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if self.status == StatusCode::UNAUTHORIZED {
@@ -172,6 +230,7 @@ impl From<deal_controllers::ControlError> for ApiError {
             B::Timeout(_) => ApiError::upstream_timeout(e.to_string()),
             B::Engine(_) => ApiError::internal(e.to_string()),
         };
+        let upstream = |timeout: bool| if timeout { ApiError::upstream_timeout(e.to_string()) } else { ApiError::upstream(e.to_string()) };
         match &e {
             C::BadConfig { field, .. } => ApiError::invalid(format!("alignment.params.{field}"), e.to_string()),
             C::UnknownController { .. } => ApiError::invalid("alignment.controller", e.to_string()),
@@ -179,9 +238,11 @@ impl From<deal_controllers::ControlError> for ApiError {
             C::Backend(b) => backend(b),
             C::Heads(H::Backend(b)) => backend(b),
             C::Heads(H::InvalidArgument(_)) => ApiError::bad_request(e.to_string()),
-            C::Heads(H::Reward(R::Head { head, source })) => match source.as_ref() {
+            C::Heads(H::Upstream { timeout, .. }) => upstream(*timeout),
+            C::Heads(H::Reward(R::Head { source, .. })) => match source.as_ref() {
                 H::Backend(b) => backend(b),
-                _ if head == "http" => ApiError::upstream(e.to_string()),
+                H::Upstream { timeout, .. } => upstream(*timeout),
+                H::InvalidArgument(_) => ApiError::bad_request(e.to_string()),
                 _ => ApiError::internal(e.to_string()),
             },
             C::Heads(H::Reward(R::WrongCount { .. } | R::NotFinite { .. })) => ApiError::internal(e.to_string()),

@@ -7,7 +7,9 @@
 //! - [`request`]: the edge: request bodies → typed, validated [`request::GenerationRequest`]s;
 //! - [`worker`]: the bounded job queue (429 when full) and the threads that run searches;
 //! - [`response`]: OpenAI response and streaming-chunk shapes, plus deal's `alignment` object;
-//! - [`routes`]: the axum router, API-key check, body limit and the handlers;
+//! - [`routes`]: the axum router, API-key check, Content-Type check, CORS, body limit and
+//!   read timeout, request ids, deadlines, and the handlers;
+//! - [`listener`]: the accept loop: a connection limit and a header read timeout;
 //! - [`metrics`]: Prometheus counters and histograms (`GET /metrics`);
 //! - [`error`]: [`ApiError`], OpenAI's error JSON with the right HTTP status.
 //!
@@ -16,6 +18,7 @@
 //! `alignment` object (the official clients send it with `extra_body`).
 
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod request;
 pub mod response;
@@ -24,18 +27,20 @@ pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use error::ApiError;
 use deal_driver::Driver;
 
-/// Settings of a server.
+/// Settings of a server. `Default` is safe to expose behind a key: bounded work, no head
+/// params reaching the network or files ([`deal_heads::Access::server`]).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Address to bind (default `127.0.0.1`).
     pub host: String,
     /// TCP port to bind (default 8080; 0 picks any free port).
     pub port: u16,
-    /// Required `Authorization: Bearer` key for `/v1/*`, when set.
+    /// Required `Authorization: Bearer` key for `/v1/*` (and `/metrics`), when set.
     pub api_key: Option<String>,
     /// Largest request body, bytes (beyond: 413).
     pub max_body_bytes: usize,
@@ -45,6 +50,23 @@ pub struct ServerConfig {
     pub parallel: usize,
     /// Extra names `model` may take besides the served model's id.
     pub aliases: Vec<String>,
+    /// Longest a request may run, queue wait included (then: 504 `request_timeout`).
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (then the connection closes).
+    pub header_timeout: Duration,
+    /// Longest a client may take to send a request's body (then: 408).
+    pub body_timeout: Duration,
+    /// Open connections at most (beyond: 503 and close).
+    pub max_connections: usize,
+    /// Largest KV-cache estimate of one request, bytes (beyond: 400 naming the field);
+    /// `None`: half the machine's memory shared by the `parallel` searches.
+    pub max_kv_bytes: Option<usize>,
+    /// Serve `/metrics` without the API key.
+    pub public_metrics: bool,
+    /// Origins browsers may call the API from (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// What request head params may reach (URLs, model files, fetching assets).
+    pub access: deal_heads::Access,
 }
 
 impl Default for ServerConfig {
@@ -57,8 +79,33 @@ impl Default for ServerConfig {
             queue: 64,
             parallel: 4,
             aliases: vec!["deal".into()],
+            request_timeout: Duration::from_secs(300),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_kv_bytes: None,
+            public_metrics: false,
+            cors_origins: Vec::new(),
+            access: deal_heads::Access::server(),
         }
     }
+}
+
+impl ServerConfig {
+    /// The per-request KV limit in force.
+    pub fn kv_limit(&self) -> usize {
+        self.max_kv_bytes.unwrap_or_else(|| {
+            let total = total_memory_bytes().unwrap_or(8 << 30);
+            total / 2 / self.parallel.max(1)
+        })
+    }
+}
+
+/// Physical memory of the machine (Linux `/proc/meminfo`), if known.
+fn total_memory_bytes() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: usize = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// What every handler shares.
@@ -75,17 +122,21 @@ pub struct AppState {
     pub served: Vec<String>,
     /// When the server started, Unix seconds (the model's `created` in `/v1/models`).
     pub created: u64,
+    /// Requests being parsed and tokenized at once (beyond: 429, before any parsing).
+    pub parsing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
-    /// Start the worker threads for `driver`.
+    /// Start the worker threads for `driver` (its heads restricted to `config.access`).
     pub fn new(driver: Driver, config: ServerConfig) -> Arc<Self> {
+        let driver = driver.with_head_access(config.access.clone());
         let metrics = Arc::new(metrics::Metrics::default());
         let worker = worker::Worker::spawn(driver.clone(), metrics.clone(), config.parallel, config.queue);
         let mut served = vec![driver.backend().model_id()];
         served.extend(config.aliases.iter().cloned());
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Arc::new(Self { driver, worker, metrics, config, served, created })
+        let parsing = Arc::new(tokio::sync::Semaphore::new((2 * config.parallel).max(4)));
+        Arc::new(Self { driver, worker, metrics, config, served, created, parsing })
     }
 }
 
@@ -104,15 +155,16 @@ impl Server {
     pub async fn start(driver: Driver, config: ServerConfig) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
         let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() && config.api_key.is_none() {
+            tracing::warn!("listening on {addr} without an API key: anyone who can reach it can use it (set --api-key)");
+            eprintln!("deal serve: warning: {addr} is reachable from other machines and no --api-key is set");
+        }
+        let limits = listener::Limits { max_connections: config.max_connections, header_timeout: config.header_timeout };
         let app = routes::router(AppState::new(driver, config));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let task = tokio::spawn(listener::serve(listener, app, limits, async move {
+            let _ = rx.await;
+        }));
         Ok(Server { addr, shutdown: Some(tx), task })
     }
 

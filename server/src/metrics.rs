@@ -63,6 +63,8 @@ pub struct Metrics {
     pub searches: AtomicU64,
     /// Searches cancelled (or jobs dropped from the queue) because the client went away.
     pub cancelled: AtomicU64,
+    /// Requests ended by the server's deadline (`--request-timeout`).
+    pub timed_out: AtomicU64,
     /// Latency of completion requests, seconds.
     pub request_latency: Histogram,
     /// Time to the first streamed token, seconds.
@@ -112,6 +114,7 @@ impl Metrics {
         };
         counter(&mut out, "deal_searches_total", "Searches finished (one per choice).", &self.searches);
         counter(&mut out, "deal_cancelled_total", "Searches cancelled because the client went away.", &self.cancelled);
+        counter(&mut out, "deal_timed_out_total", "Requests ended by the server's request timeout.", &self.timed_out);
         counter(&mut out, "deal_prompt_tokens_total", "Prompt tokens prefilled.", &self.prompt_tokens);
         counter(&mut out, "deal_completion_tokens_total", "Tokens returned to clients.", &self.completion_tokens);
         counter(&mut out, "deal_generated_tokens_total", "Tokens generated in any search row.", &self.tokens_generated);

@@ -1,17 +1,22 @@
-//! The HTTP layer: axum routes, API-key check, body limit, metrics, and the completion
-//! handlers. Handlers only parse ([`crate::request`]), queue ([`crate::worker`]) and format
-//! ([`crate::response`]); the search runs on the worker threads.
+//! The HTTP layer: axum routes, API-key check (constant time; `/metrics` too unless
+//! `public_metrics`), `Content-Type: application/json` on POSTs (so a web page cannot post
+//! a "simple" cross-site request), CORS only for listed origins, request ids
+//! (`x-request-id`, quoted in 5xx messages and the log), metrics, and the completion
+//! handlers. Handlers read the body under a deadline, turn floods into cheap 429s before any
+//! parsing, parse ([`crate::request`]), check the KV-cache estimate, queue
+//! ([`crate::worker`]) and format ([`crate::response`]) under the request's deadline; the
+//! search runs on the worker threads.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +26,7 @@ use deal_controllers::Outcome;
 use deal_driver::Event as DriverEvent;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::time::Instant as Deadline;
 
 use crate::error::ApiError;
 use crate::request::{self, Endpoint, GenerationRequest};
@@ -37,35 +43,106 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/heads", get(heads))
+        .route_layer(middleware::from_fn_with_state(state.clone(), json_only))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let metrics_route = if state.config.public_metrics {
+        metrics_route
+    } else {
+        metrics_route.route_layer(middleware::from_fn_with_state(state.clone(), auth))
+    };
     Router::new()
         .merge(v1)
+        .merge(metrics_route)
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
+}
+
+/// Equal keys, compared in time that does not depend on where they differ.
+fn same_key(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = given.len() ^ key.len();
+    for (i, k) in key.iter().enumerate() {
+        diff |= usize::from(given.get(i).copied().unwrap_or(0) ^ k);
+    }
+    diff == 0
 }
 
 /// Bearer-token check (when the server has `--api-key`).
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &st.config.api_key {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given.map(str::trim) != Some(key.as_str()) {
+        if !given.is_some_and(|g| same_key(g.trim().as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(req).await
 }
 
-/// Count every response by route and status.
-async fn record(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// POSTs must say their body is JSON: a browser sends `application/json` cross-site only
+/// after a CORS preflight, which this server answers only for `cors_origins`.
+async fn json_only(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return ApiError::unsupported_media_type().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// CORS for the listed origins only: preflights get the allowed methods and headers, and
+/// responses to those origins carry `Access-Control-Allow-Origin`. Others get no CORS
+/// headers, so browsers keep other sites' pages from reading the API.
+async fn cors(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let allowed = origin.filter(|o| st.config.cors_origins.iter().any(|a| a == o || a == "*"));
+    let Some(origin) = allowed else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut resp = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if preflight {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    resp
+}
+
+/// A request's id: in the `x-request-id` header of its response, in the message of a
+/// server-side error and in the log line that reports it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn next_request_id() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    static BOOT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let boot = *BOOT.get_or_init(rand::random::<u32>);
+    format!("req-{boot:08x}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Give every request an id, and count every response by route and status.
+async fn record(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "other".into());
+    let id = next_request_id();
+    req.extensions_mut().insert(RequestId(id.clone()));
     let t0 = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     st.metrics.record_response(&route, resp.status().as_u16(), t0.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     resp
 }
 
@@ -125,12 +202,12 @@ async fn heads(State(st): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({"object": "list", "data": heads, "controllers": controllers, "params": defaults}))
 }
 
-async fn chat(st: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(st, Endpoint::Chat, body).await.unwrap_or_else(IntoResponse::into_response)
+async fn chat(st: State<Arc<AppState>>, Extension(id): Extension<RequestId>, body: Body) -> Response {
+    complete(st, Endpoint::Chat, body).await.unwrap_or_else(|e| e.with_request_id(&id.0).into_response())
 }
 
-async fn text(st: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(st, Endpoint::Completion, body).await.unwrap_or_else(IntoResponse::into_response)
+async fn text(st: State<Arc<AppState>>, Extension(id): Extension<RequestId>, body: Body) -> Response {
+    complete(st, Endpoint::Completion, body).await.unwrap_or_else(|e| e.with_request_id(&id.0).into_response())
 }
 
 /// Sets the job's cancel flag when dropped: the handler (or its stream) went away.
@@ -142,29 +219,67 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.max_body_bytes)
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {}", r.body_text()))
+/// Read the body: at most `max_body_bytes` (413), within `body_timeout` (408).
+async fn read_body(st: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = st.config.max_body_bytes;
+    match tokio::time::timeout(st.config.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::body_timeout(st.config.body_timeout)),
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::too_large(limit))
+            } else {
+                Err(ApiError::bad_request(format!("could not read the request body: {e}")))
+            }
         }
-    })?;
+    }
+}
+
+async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Body) -> Result<Response, ApiError> {
+    let deadline = Deadline::now() + st.config.request_timeout;
+    let body = read_body(&st, body).await?;
+    // a flood gets cheap 429s: no parsing or tokenizing when the queue is full or every
+    // parsing slot is taken
+    if st.worker.is_full() {
+        return Err(ApiError::queue_full(st.config.queue));
+    }
+    let Ok(parse_slot) = st.parsing.clone().try_acquire_owned() else {
+        return Err(ApiError::queue_full(st.config.queue));
+    };
     // templating and tokenizing a long prompt is CPU work: keep it off the async threads
     let st2 = st.clone();
-    let req = tokio::task::spawn_blocking(move || request::parse(&body, endpoint, &st2.driver, &st2.served))
-        .await
-        .map_err(|_| ApiError::internal("request parsing failed unexpectedly"))??;
+    let req = tokio::task::spawn_blocking(move || {
+        let req = request::parse(&body, endpoint, &st2.driver, &st2.served)?;
+        if let Some(est) = st2.driver.kv_estimate(&req.job).map_err(ApiError::from)? {
+            let limit = st2.config.kv_limit();
+            if est.bytes > limit {
+                let param = if est.field == "max_tokens" { "max_tokens".to_string() } else { format!("alignment.params.{}", est.field) };
+                return Err(ApiError::too_much_memory(&param, est.bytes, limit, est.rows));
+            }
+        }
+        Ok(req)
+    })
+    .await
+    .map_err(|_| ApiError::internal("request parsing failed unexpectedly"))??;
+    drop(parse_slot);
     let (tx, rx) = unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
     let t0 = Instant::now();
     st.worker.submit(Job { request: req.clone(), cancel, events: tx, enqueued: t0 })?;
     let meta = ResponseMeta::new(endpoint, &st.served[0]);
+    let timeout = st.config.request_timeout;
     if req.stream {
-        stream(st, meta, req, rx, guard, t0).await
+        stream(st, meta, req, rx, guard, t0, deadline).await
     } else {
-        collect(meta, req, rx, guard).await
+        match tokio::time::timeout_at(deadline, collect(meta, req, rx, guard)).await {
+            Ok(r) => r,
+            Err(_) => {
+                st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
+                Err(ApiError::request_timeout(timeout))
+            }
+        }
     }
 }
 
@@ -207,6 +322,7 @@ struct Streaming {
     finished: bool,
     first_token: bool,
     t0: Instant,
+    deadline: Deadline,
     _guard: CancelOnDrop,
 }
 
@@ -263,10 +379,17 @@ async fn stream(
     mut rx: UnboundedReceiver<Event>,
     guard: CancelOnDrop,
     t0: Instant,
+    deadline: Deadline,
 ) -> Result<Response, ApiError> {
     // wait until the search starts, so that a failure before it (e.g. a reward head that
     // cannot load) is still an HTTP error rather than an error event
-    let first = rx.recv().await;
+    let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(first) => first,
+        Err(_) => {
+            st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::request_timeout(st.config.request_timeout));
+        }
+    };
     if let Some(Err(e)) = first {
         return Err(e);
     }
@@ -282,6 +405,7 @@ async fn stream(
         finished: false,
         first_token: false,
         t0,
+        deadline,
         _guard: guard,
     };
     if s.req.endpoint == Endpoint::Chat {
@@ -292,8 +416,14 @@ async fn stream(
     s.on_event(first);
     let events = futures_util::stream::unfold(s, |mut s| async move {
         while s.pending.is_empty() && !s.finished {
-            let ev = s.rx.recv().await;
-            s.on_event(ev);
+            match tokio::time::timeout_at(s.deadline, s.rx.recv()).await {
+                Ok(ev) => s.on_event(ev),
+                Err(_) => {
+                    s.st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
+                    let e = ApiError::request_timeout(s.st.config.request_timeout);
+                    s.fail(&e);
+                }
+            }
         }
         let ev = s.pending.pop_front()?;
         Some((Ok::<_, Infallible>(ev), s))

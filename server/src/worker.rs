@@ -66,6 +66,11 @@ impl Worker {
         }
     }
 
+    /// Whether the queue is full (a new job would get 429).
+    pub fn is_full(&self) -> bool {
+        self.tx.len() >= self.capacity
+    }
+
     /// Jobs waiting in the queue.
     pub fn queued(&self) -> usize {
         self.tx.len()

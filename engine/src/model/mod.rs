@@ -224,6 +224,13 @@ impl Model {
         CacheShape { n_layers: self.cfg.n_layers, n_kv_heads: self.cfg.n_kv_heads, head_dim: self.cfg.head_dim }
     }
 
+    /// Bytes one token of one row holds in a KV cache of this model (keys and values, every
+    /// layer).
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let c = &self.cfg;
+        2 * c.n_layers * c.n_kv_heads * c.head_dim * self.dtype.size_in_bytes()
+    }
+
     /// A new empty cache with `rows` rows for this model.
     pub fn new_cache(&self, rows: usize) -> Result<KvCache> {
         KvCache::new(self.cache_shape(), rows, &self.device, self.dtype)
