@@ -556,7 +556,8 @@ fn http_head_errors_name_the_server_and_the_problem() {
     });
     let h = head("http", json!({"url": url}));
     let e = h.score(&[Candidate::new("500", "r")]).unwrap_err().to_string();
-    assert!(e.contains("HTTP 500") && e.contains("model crashed"), "{e}");
+    // the status, never the body: a client must not read an internal service's pages through us
+    assert!(e.contains("HTTP 500") && !e.contains("model crashed"), "{e}");
     let e = h.score(&[Candidate::new("ok", "r")]).unwrap_err().to_string();
     assert!(e.contains("2 scores for 1 responses"), "{e}");
     server.join().unwrap();
@@ -564,4 +565,5 @@ fn http_head_errors_name_the_server_and_the_problem() {
     assert!(build_err("http", json!({"url": "https://example.com"})).contains("http://"));
     assert!(build_err("http", json!({"url": "http://x", "range": [0, 1], "mean": 0, "std": 1})).contains("either"));
     assert!(build_err("http", json!({"url": "http://x", "range": [1, 1]})).contains("different"));
+    assert!(build_err("http", json!({"url": "http://x", "timeout_ms": 3_600_000})).contains("30000"));
 }

@@ -26,7 +26,7 @@ pub struct Limits {
 }
 
 /// The answer to a connection over the limit.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 119\r\n\r\n{\"error\":{\"message\":\"the server has too many open connections; retry shortly\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 126\r\n\r\n{\"error\":{\"message\":\"the server has too many open connections; retry shortly\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
 
 /// Serve `app` on `listener` until `shutdown` resolves, then wait for open connections.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {

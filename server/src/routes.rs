@@ -236,16 +236,20 @@ async fn read_body(st: &AppState, body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
+/// Longest a request waits for a parsing slot before it is answered 429.
+const PARSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Body) -> Result<Response, ApiError> {
     let deadline = Deadline::now() + st.config.request_timeout;
     let body = read_body(&st, body).await?;
-    // a flood gets cheap 429s: no parsing or tokenizing when the queue is full or every
-    // parsing slot is taken
+    // a flood gets cheap 429s: no parsing or tokenizing when the queue is full; parsing
+    // runs a few requests at a time (the others wait their turn, at most PARSE_WAIT)
     if st.worker.is_full() {
         return Err(ApiError::queue_full(st.config.queue));
     }
-    let Ok(parse_slot) = st.parsing.clone().try_acquire_owned() else {
-        return Err(ApiError::queue_full(st.config.queue));
+    let parse_slot = match tokio::time::timeout(PARSE_WAIT, st.parsing.clone().acquire_owned()).await {
+        Ok(Ok(slot)) if !st.worker.is_full() => slot,
+        _ => return Err(ApiError::queue_full(st.config.queue)),
     };
     // templating and tokenizing a long prompt is CPU work: keep it off the async threads
     let st2 = st.clone();

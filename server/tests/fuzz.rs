@@ -1,12 +1,17 @@
 //! Hostile input: hundreds of malformed bodies (wrong types, huge numbers, NaN, deep
 //! nesting, invalid UTF-8, control tokens in text...) against both completion endpoints.
-//! Every answer must be a 2xx or an OpenAI-style 4xx; never a 5xx; the server keeps working.
+//! Each body goes to the endpoint it is shaped for (a chat body to `/v1/chat/completions`, a
+//! completion body to `/v1/completions`), so it reaches the code it targets; unshaped bodies
+//! go to both. Every answer must be a 2xx or an OpenAI-style 4xx within a time bound; never a
+//! 5xx; the cases aimed at a known hole get the specific 400 that closes it; the server keeps
+//! working.
 
 mod common;
 
 use common::{error_of, TestServer};
 use deal_server::ServerConfig;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// Values of every JSON type and many edge cases, as raw JSON text.
 const ODD: &[&str] = &[
@@ -39,7 +44,7 @@ fn raw_bodies() -> Vec<Vec<u8>> {
         vec![b'['; 100_000],
         format!("{}{}", "[".repeat(5000), "]".repeat(5000)).into_bytes(),
         format!("{{\"model\": \"deal\", \"alignment\": {}{}}}", "{\"a\":".repeat(3000), "}".repeat(3000)).into_bytes(),
-        format!("{{\"model\": \"deal\", \"prompt\": \"{}\"}}", "\\\\".repeat(10_000)).into_bytes(),
+        format!("{{\"model\": \"deal\", \"max_tokens\": 1, \"prompt\": \"{}\"}}", "\\\\".repeat(2_000)).into_bytes(),
         b"\x00\x00\x00\x00".to_vec(),
         b"{\"model\": \"deal\", \"prompt\": \"hi\"} trailing".to_vec(),
     ];
@@ -47,27 +52,32 @@ fn raw_bodies() -> Vec<Vec<u8>> {
     v
 }
 
-/// Valid requests with one field replaced by an odd value.
-fn mutated_bodies() -> Vec<Vec<u8>> {
+/// Valid requests with one field replaced by an odd value: chat bodies, then completion bodies.
+fn mutated_bodies() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let chat = json!({"model": "deal", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0});
-    let fields = [
-        "model", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "stream", "stream_options",
-        "alignment", "logprobs", "max_completion_tokens", "prompt",
+    let completion = json!({"model": "deal", "prompt": "Hi", "max_tokens": 2, "temperature": 0});
+    let common = [
+        "model", "max_tokens", "temperature", "top_p", "seed", "stop", "n", "stream", "stream_options", "alignment", "logprobs",
     ];
-    let mut out = Vec::new();
-    for f in fields {
-        for odd in ODD {
-            let mut b = chat.clone();
-            b[f] = serde_json::from_str(odd).unwrap_or(Value::Null);
-            // keep generations short even when the odd value removes the limit
-            if f == "max_tokens" || f == "max_completion_tokens" {
-                b["max_completion_tokens"] = b[f].clone();
+    let mutate = |base: &Value, fields: &[&str]| {
+        let mut out = Vec::new();
+        for f in fields {
+            for odd in ODD {
+                let mut b = base.clone();
+                b[*f] = serde_json::from_str(odd).unwrap_or(Value::Null);
+                // keep generations short even when the odd value removes the limit
+                if *f == "max_tokens" || *f == "max_completion_tokens" {
+                    b["max_completion_tokens"] = b[*f].clone();
+                }
+                let text = b.to_string().replace(&format!("\"{f}\":null"), &format!("\"{f}\":{odd}"));
+                out.push(text.into_bytes());
             }
-            let text = b.to_string().replace(&format!("\"{f}\":null"), &format!("\"{f}\":{odd}"));
-            out.push(text.into_bytes());
         }
-    }
-    out
+        out
+    };
+    let chat_fields: Vec<&str> = common.iter().copied().chain(["messages", "max_completion_tokens", "prompt"]).collect();
+    let completion_fields: Vec<&str> = common.iter().copied().chain(["prompt", "echo", "suffix", "best_of"]).collect();
+    (mutate(&chat, &chat_fields), mutate(&completion, &completion_fields))
 }
 
 /// Hostile alignment settings and message contents.
@@ -92,7 +102,7 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
         base(json!({"alignment": {"weights": {"sentiment": 1}, "min": {"sentiment": 2}}})),
         base(json!({"alignment": {"weights": {"sentiment": 1}, "combine": "product"}})),
         base(json!({"alignment": {"weights": {"format": 1}, "heads": {"format": {"must": ["(unclosed"]}}}})),
-        base(json!({"alignment": {"weights": {"judge": 1}, "heads": {"judge": {"model": "/etc/passwd"}}}})),
+        base(json!({"alignment": {"weights": {"judge": 1}, "heads": {"judge": {"rubric": "Is it polite?", "model": "/etc/passwd"}}}})),
         base(json!({"alignment": {"weights": {"probe": 1}, "heads": {"probe": {"path": "/nonexistent.safetensors"}}}})),
         base(json!({"alignment": {"weights": {"http": 1}, "heads": {"http": {"url": "http://127.0.0.1:1/score", "timeout_ms": 200}}}})),
         base(json!({"alignment": {"weights": {"keywords": 1}, "heads": {"keywords": {"words": []}}}})),
@@ -130,29 +140,70 @@ fn hostile_bodies() -> Vec<Vec<u8>> {
     out
 }
 
+/// Cases aimed at a hole the server once had, each with the status that closes it.
+fn targeted() -> Vec<(Value, u16, &'static str)> {
+    let chat = |alignment: Value| json!({"model": "deal", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "alignment": alignment});
+    vec![
+        // a client-chosen file: refused without saying whether it exists or what it holds
+        (chat(json!({"weights": {"judge": 1}, "heads": {"judge": {"rubric": "Is it polite?", "model": "/etc/passwd"}}})), 400, "not available"),
+        (chat(json!({"weights": {"probe": 1}, "heads": {"probe": {"path": "/etc/passwd"}}})), 400, "not available"),
+        // a client-chosen URL: the head is off unless the operator allows a prefix
+        (chat(json!({"weights": {"http": 1}, "heads": {"http": {"url": "http://127.0.0.1:1/score"}}})), 400, "--allow-http-head"),
+        // unbounded work
+        (chat(json!({"weights": {"sentiment": 1}, "params": {"l": 100_000_000_000u64}})), 400, "lookahead"),
+        (chat(json!({"weights": {"sentiment": 1}, "params": {"k": 256, "beams": 256}})), 400, ""),
+        (chat(json!({"controller": "best_of_n", "weights": {"sentiment": 1}, "params": {"n": 100000}})), 400, ""),
+        (chat(json!({"controller": "blockwise", "weights": {"sentiment": 1}, "params": {"block_len": 1_000_000}})), 400, "block_len"),
+    ]
+}
+
+/// Longest any one hostile request may take (they are all tiny or refused).
+const BOUND: Duration = Duration::from_secs(30);
+
 #[test]
 fn hostile_bodies_never_cause_a_5xx() {
     let s = TestServer::start(ServerConfig { max_body_bytes: 1 << 20, ..Default::default() });
-    let mut bodies = raw_bodies();
-    bodies.extend(mutated_bodies());
-    bodies.extend(hostile_bodies());
-    assert!(bodies.len() >= 200, "{} bodies", bodies.len());
+    let (chat_shaped, completion_shaped) = mutated_bodies();
+    let mut sends: Vec<(&str, Vec<u8>)> = Vec::new();
+    for b in raw_bodies() {
+        sends.push(("/v1/completions", b.clone()));
+        sends.push(("/v1/chat/completions", b));
+    }
+    sends.extend(chat_shaped.into_iter().map(|b| ("/v1/chat/completions", b)));
+    sends.extend(completion_shaped.into_iter().map(|b| ("/v1/completions", b)));
+    sends.extend(hostile_bodies().into_iter().map(|b| ("/v1/chat/completions", b)));
+    assert!(sends.len() >= 400, "{} bodies", sends.len());
     let mut statuses = std::collections::BTreeMap::new();
-    for (i, body) in bodies.iter().enumerate() {
-        let path = if i % 3 == 0 { "/v1/completions" } else { "/v1/chat/completions" };
+    let mut slowest = Duration::ZERO;
+    for (i, (path, body)) in sends.iter().enumerate() {
+        let t = Instant::now();
         let (st, text) = s.post(path, body);
+        let took = t.elapsed();
+        slowest = slowest.max(took);
         let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        assert!(st < 500, "body #{i} {shown:?} -> {st} {text}");
+        assert!(st < 500, "body #{i} to {path} {shown:?} -> {st} {text}");
+        assert!(took < BOUND, "body #{i} to {path} {shown:?} took {took:?}");
         if st >= 400 {
             error_of(&text);
         }
         *statuses.entry(st).or_insert(0) += 1;
     }
-    eprintln!("{} hostile bodies: statuses {statuses:?}", bodies.len());
-    assert!(statuses.get(&200).copied().unwrap_or(0) >= 10, "some valid odd requests succeed: {statuses:?}");
+    eprintln!("{} hostile bodies: statuses {statuses:?}, slowest {slowest:?}", sends.len());
+    assert!(statuses.get(&200).copied().unwrap_or(0) >= 40, "some valid odd requests succeed: {statuses:?}");
     assert!(statuses.contains_key(&413));
-    // still serving
-    assert_eq!(s.get("/health").0, 200);
+    for (body, want, says) in targeted() {
+        let t = Instant::now();
+        let (st, text) = s.post("/v1/chat/completions", body.to_string());
+        assert_eq!(st, want, "{body} -> {text}");
+        let err = error_of(&text);
+        assert!(err["message"].as_str().unwrap().contains(says), "{body} -> {text}");
+        assert!(!text.contains("root:") && !text.contains("magic"), "{text}");
+        assert!(t.elapsed() < BOUND);
+    }
+    // still serving, nothing left running
+    let (_, h) = s.get("/health");
+    let h: Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(h["active"], 0, "{h}");
     let (st, v) = s.post_json("/v1/completions", &json!({"model": "deal", "prompt": "Hello", "max_tokens": 2, "temperature": 0}));
     assert_eq!(st, 200, "{v}");
 }
