@@ -152,7 +152,9 @@ fn deal_steers_llama_server() {
         println!("{p:?}\n  deal:  {a:?}\n  llama: {b:?}");
         same += usize::from(a == b);
     }
-    assert!(same >= 8, "deal's greedy matched llama-server's on {same} of {} prompts", PROMPTS.len());
+    // measured 12 of 16 (2026-12-03): llama.cpp is not batch-invariant, so its own greedy
+    // drifts from the same greedy asked 64 tokens per call after a dozen tokens on some prompts
+    assert!(same >= 10, "deal's greedy matched llama-server's on {same} of {} prompts", PROMPTS.len());
 
     // 2. DeAL through the engine steers like the local engine does
     let sets = concept_sets();
