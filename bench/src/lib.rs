@@ -12,6 +12,8 @@
 //!   recomputed every step).
 //! - [`kernel`]: our batched Q8_0 matmul vs candle's on the model's weight shapes, and what
 //!   `m` rows cost relative to one.
+//! - [`load`]: many HTTP clients against a running server for a fixed time: throughput,
+//!   latency and time-to-first-token percentiles, statuses by class.
 //! - [`heads`]: each reward head's cost for a batch of candidates vs one decode step of as
 //!   many rows (`deal heads bench`).
 
@@ -20,4 +22,5 @@ pub mod decode;
 pub mod heads;
 pub mod kernel;
 pub mod llamacpp;
+pub mod load;
 pub mod search;

@@ -35,6 +35,9 @@ pub enum Error {
     /// Sampling or stream decoding failed (see `deal-backend`).
     #[error(transparent)]
     Backend(#[from] deal_backend::Error),
+    /// A fault inside the engine (a panicked or failed pass): never the caller's input.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// An error from candle's tensor code (shown without the backtrace candle may attach).
     #[error("{}", first_line(.0))]
     Candle(#[from] candle_core::Error),

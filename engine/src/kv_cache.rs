@@ -268,6 +268,16 @@ impl KvCache {
         Ok(())
     }
 
+    /// Cut every row back to `lens` (the lengths before a pass that failed): a failed pass's
+    /// reservations are undone so the pass can be rerun.
+    pub fn restore_lens(&mut self, lens: &[usize]) {
+        for (r, &len) in lens.iter().enumerate() {
+            if self.row_len(r).is_ok_and(|now| now > len) {
+                let _ = self.truncate(r, len);
+            }
+        }
+    }
+
     /// Cut every row back by `n` tokens (the usual "undo the lookahead").
     pub fn truncate_all_by(&mut self, n: usize) -> Result<()> {
         for r in 0..self.rows.len() {

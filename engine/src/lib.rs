@@ -21,6 +21,8 @@ pub mod chat;
 pub mod device;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod gguf;
 pub mod kernels;
 pub mod kv_cache;

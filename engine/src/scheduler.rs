@@ -9,6 +9,8 @@
 //! split into convoys): the weight matrices are read once for the rows of every search, which on a memory-bound CPU makes several
 //! concurrent searches cost little more than one. Calls are served in arrival order (a pass
 //! takes everything that queued before it), so no search starves; a lone caller runs at once.
+//! A pass that panics (a bug) is undone and its calls rerun one by one, so only the call
+//! that causes the fault fails.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -107,6 +109,8 @@ impl Scheduler {
             st.last_batch = batch.len();
             st.last_rows = batch.iter().map(|s| s.rows).sum();
             drop(st);
+            // SAFETY (here and below): see `Slot`; only this leader touches the caches now
+            let before: Vec<Vec<usize>> = batch.iter().map(|s| unsafe { (*s.cache).row_lens() }).collect();
             let outs = catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: every slot's owner is blocked in this function until its result is
                 // posted below; the caches are distinct (each came from a `&mut`).
@@ -116,20 +120,35 @@ impl Scheduler {
                     .collect();
                 model.forward_many(&mut jobs)
             }));
+            // a panicked pass (a bug) fails only the call that causes it: undo every cache's
+            // reservations and rerun each call alone
+            let results: Vec<Result<ForwardOutput>> = match outs {
+                Ok(results) => results,
+                Err(_) => batch
+                    .iter()
+                    .zip(&before)
+                    .map(|(s, lens)| {
+                        let solo = catch_unwind(AssertUnwindSafe(|| {
+                            let cache = unsafe { &mut *s.cache };
+                            cache.restore_lens(lens);
+                            let mut job = [ForwardJob { cache, tokens: unsafe { &*s.tokens }, want: s.want }];
+                            model.forward_many(&mut job).pop()
+                        }));
+                        match solo {
+                            Ok(Some(r)) => r,
+                            _ => {
+                                unsafe { (*s.cache).restore_lens(lens) };
+                                Err(Error::Internal("the forward pass panicked (a bug)".into()))
+                            }
+                        }
+                    })
+                    .collect(),
+            };
             st = self.lock();
             st.passes += 1;
             st.jobs += batch.len() as u64;
-            match outs {
-                Ok(results) => {
-                    for (slot, r) in batch.iter().zip(results) {
-                        st.results.insert(slot.id, r);
-                    }
-                }
-                Err(_) => {
-                    for slot in &batch {
-                        st.results.insert(slot.id, Err(Error::invalid("the forward pass panicked (a bug)")));
-                    }
-                }
+            for (slot, r) in batch.iter().zip(results) {
+                st.results.insert(slot.id, r);
             }
             st.running = false;
             self.finished.notify_all();

@@ -80,9 +80,21 @@ impl JudgeModel {
     /// log P(Yes) − log P(No) for each `suffixes[i]` continuing `prefix`, in one feed over
     /// rows forked from the prefilled prefix (the local engine keeps recent prompts'
     /// prefills, so a search's repeated calls prefill the prefix once).
+    ///
+    /// Rows are fed [`JUDGE_CHUNK_ROWS`] at a time, each chunk forked from the (cached)
+    /// prefix, so the attention mask and KV of one call stay bounded however many candidates
+    /// a search scores; the engine is batch-invariant, so chunking changes no margin.
     pub fn yes_no_margins(&self, prefix: &str, suffixes: &[String]) -> Result<Vec<f64>> {
         let tokens = self.backend.encode_prompt(prefix)?;
-        let (mut rows, _) = self.backend.start_shared(&tokens, false)?;
+        let mut out = Vec::with_capacity(suffixes.len());
+        for chunk in suffixes.chunks(JUDGE_CHUNK_ROWS) {
+            out.extend(self.chunk_margins(&tokens, chunk)?);
+        }
+        Ok(out)
+    }
+
+    fn chunk_margins(&self, tokens: &[u32], suffixes: &[String]) -> Result<Vec<f64>> {
+        let (mut rows, _) = self.backend.start_shared(tokens, false)?;
         rows.select(&vec![0; suffixes.len()])?;
         let mut new = Vec::with_capacity(suffixes.len());
         for s in suffixes {
@@ -102,6 +114,9 @@ impl JudgeModel {
             .collect()
     }
 }
+
+/// Candidates scored per judge pass (see [`JudgeModel::yes_no_margins`]).
+pub const JUDGE_CHUNK_ROWS: usize = 16;
 
 /// log Σ P(yes ids) − log Σ P(no ids) (0 when the distribution knows neither).
 fn margin(d: &TokenDist, yes: &[u32], no: &[u32]) -> f64 {

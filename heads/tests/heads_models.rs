@@ -134,6 +134,12 @@ fn judge_scores_all_candidates_in_one_forward_exactly_as_separate_prefills() {
         let alone = h.score(&cands[i..=i]).unwrap()[0];
         assert!((batched[i] - alone).abs() < 1e-3, "candidate {i}: batched {} vs alone {alone}", batched[i]);
     }
+    // more candidates than one judge pass takes: scored in chunks, each score unchanged
+    let many: Vec<Candidate> = (0..deal_heads::judge::JUDGE_CHUNK_ROWS + 5).map(|i| cands[i % 3].clone()).collect();
+    let chunked = h.score(&many).unwrap();
+    for (i, s) in chunked.iter().enumerate() {
+        assert!((s - batched[i % 3]).abs() < 1e-3, "candidate {i} of {}: {s} vs {}", many.len(), batched[i % 3]);
+    }
     // candidates of different prompts are grouped, each group one forward
     let mixed = vec![cands[1].clone(), Candidate::new("Where is my parcel?", responses[1]), cands[2].clone()];
     let s = h.score(&mixed).unwrap();

@@ -336,31 +336,79 @@ fn metrics_need_the_key_unless_made_public() {
     assert_eq!(request(&format!("{}/v1/models", s.base), None, None).0, 401);
 }
 
+/// Resident memory of this process, bytes.
+fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    kb << 10
+}
+
+/// One client: plain (i % 3 == 0), streamed to the end (1) or dropped after the first
+/// event (2). Returns the status; a connection error panics the thread.
+fn load_client(base: &str, i: usize) -> (u16, String) {
+    let stream = i % 3 != 0;
+    let body = json!({"model": "deal", "prompt": format!("Count {i}:"), "max_tokens": 3, "temperature": 0, "stream": stream}).to_string();
+    if !stream {
+        return request(&format!("{base}/v1/completions"), Some(body.as_bytes()), None);
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(300))).build().into();
+    let mut resp = agent.post(&format!("{base}/v1/completions")).header("Content-Type", "application/json").send(body.as_bytes()).expect("connection error");
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, resp.body_mut().read_to_string().unwrap_or_default());
+    }
+    let mut reader = std::io::BufReader::new(resp.body_mut().as_reader());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).expect("stream cut");
+        assert!(n > 0, "stream ended without [DONE]: {seen}");
+        seen.push_str(&line);
+        if line.starts_with("data: ") && i % 3 == 2 {
+            return (200, seen); // the client leaves
+        }
+        if line.trim() == "data: [DONE]" {
+            assert!(!seen.contains("\"error\""), "{seen}");
+            return (200, seen);
+        }
+    }
+}
+
 #[test]
 fn three_hundred_clients_at_once_get_answers_or_429s() {
     let s = TestServer::start(ServerConfig { parallel: 2, queue: 16, ..Default::default() });
     let base = s.base.clone();
+    // warm (the first request pays one-off allocations), then measure what the burst adds
+    assert_eq!(load_client(&base, 1).0, 200);
+    let rss0 = rss();
     let t = Instant::now();
     let clients: Vec<_> = (0..300)
         .map(|i| {
-            let url = format!("{base}/v1/completions");
-            std::thread::spawn(move || {
-                let body = json!({"model": "deal", "prompt": format!("Count {i}:"), "max_tokens": 3, "temperature": 0}).to_string();
-                request(&url, Some(body.as_bytes()), None)
-            })
+            let base = base.clone();
+            std::thread::spawn(move || load_client(&base, i))
         })
         .collect();
     let mut statuses = std::collections::BTreeMap::new();
     for c in clients {
-        let (st, text) = c.join().expect("a client saw a connection error");
+        let (st, text) = c.join().expect("a client saw a connection error or a broken stream");
         if st != 200 {
             assert_eq!(st, 429, "{text}");
             error_of(&text);
         }
         *statuses.entry(st).or_insert(0) += 1;
     }
-    eprintln!("300 clients in {:?}: {statuses:?}", t.elapsed());
+    let grown = rss().saturating_sub(rss0);
+    eprintln!("300 clients (plain, streamed, dropped) in {:?}: {statuses:?}; RSS grew {} MB", t.elapsed(), grown >> 20);
     assert!(statuses.get(&200).copied().unwrap_or(0) >= 18, "{statuses:?}");
-    let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
-    assert_eq!((h["active"].as_u64(), h["queued"].as_u64()), (Some(0), Some(0)), "{h}");
+    assert!(grown < 512 << 20, "the burst grew memory by {} MB", grown >> 20);
+    let t = Instant::now();
+    loop {
+        let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
+        if (h["active"].as_u64(), h["queued"].as_u64()) == (Some(0), Some(0)) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "work left after the burst: {h}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(load_client(&base, 0).0, 200);
 }

@@ -15,6 +15,49 @@ pub enum BenchCommand {
     Concurrent(ConcurrentArgs),
     /// Our batched Q8_0 matmul vs candle's on the model's weight shapes, at several row counts.
     Kernel(KernelArgs),
+    /// Many HTTP clients against `deal serve` (in-process, or `--url`) for a fixed time:
+    /// throughput, latency and time-to-first-token percentiles, statuses by class.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A running server's base URL; without it one is started here on the model.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key for `--url`.
+    #[arg(long, env = "DEAL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Seconds the clients keep sending.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Tokens per request.
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: usize,
+    /// Share of requests that stream.
+    #[arg(long, default_value_t = 0.5)]
+    pub stream_share: f64,
+    /// Share of streams the client drops after the first token.
+    #[arg(long, default_value_t = 0.2)]
+    pub drop_share: f64,
+    /// The requests' `alignment` object as JSON (default: plain greedy), e.g.
+    /// '{"controller":"deal","weights":{"sentiment":1}}'.
+    #[arg(long, value_name = "JSON")]
+    pub alignment: Option<String>,
+    /// In-process server: searches at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// In-process server: queue length.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+    /// Write the report as JSON to this file too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,7 +115,79 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Search(a) => super::bench_search::run(a),
         BenchCommand::Concurrent(a) => concurrent_bench(a),
         BenchCommand::Kernel(a) => kernel_bench(a),
+        BenchCommand::Load(a) => load_bench(a),
     }
+}
+
+fn load_bench(a: LoadArgs) -> anyhow::Result<()> {
+    if a.clients == 0 || a.max_tokens == 0 || a.duration == 0 || a.parallel == 0 || a.queue == 0 {
+        anyhow::bail!("--clients, --max-tokens, --duration, --parallel and --queue must be > 0");
+    }
+    let alignment = match &a.alignment {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--alignment is not JSON: {e}"))?),
+        None => None,
+    };
+    // an in-process server unless one is named; its runtime lives until the run ends
+    let mut local = None;
+    let url = match &a.url {
+        Some(u) => u.clone(),
+        None => {
+            let driver = a.model.driver()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let config = deal_server::ServerConfig { port: 0, parallel: a.parallel, queue: a.queue, ..Default::default() };
+            let server = rt.block_on(deal_server::Server::start(driver, config))?;
+            let url = format!("http://{}", server.addr);
+            local = Some((rt, server));
+            url
+        }
+    };
+    let cfg = deal_bench::load::LoadBench {
+        url: url.clone(),
+        key: a.api_key.clone(),
+        clients: a.clients,
+        duration: std::time::Duration::from_secs(a.duration),
+        max_tokens: a.max_tokens,
+        stream_share: a.stream_share,
+        drop_share: a.drop_share,
+        alignment,
+    };
+    let rss0 = rss_bytes();
+    eprintln!(
+        "deal bench load: {} clients for {} s against {url} ({} tokens, {:.0}% streamed, {:.0}% of streams dropped)",
+        a.clients,
+        a.duration,
+        a.max_tokens,
+        a.stream_share * 100.0,
+        a.drop_share * 100.0
+    );
+    let r = deal_bench::load::run(&cfg)?;
+    let ms = |v: f64| v * 1e3;
+    println!("statuses: {:?} ({} answered 200)", r.by_status, r.ok);
+    println!("throughput: {:.2} requests/s, {:.1} tokens/s (completed requests)", r.requests_per_s, r.tokens_per_s);
+    println!("latency ms p50/p90/p99: {:.0} / {:.0} / {:.0}", ms(r.latency[0]), ms(r.latency[1]), ms(r.latency[2]));
+    println!("time to first token ms p50/p90/p99: {:.0} / {:.0} / {:.0}", ms(r.ttft[0]), ms(r.ttft[1]), ms(r.ttft[2]));
+    println!("429 answered in ms p50/p99: {:.1} / {:.1}", ms(r.refusal_latency[0]), ms(r.refusal_latency[1]));
+    if let (Some(before), Some(after)) = (rss0, rss_bytes()) {
+        if local.is_some() {
+            println!("resident memory of this process (model + server): {} MB before, {} MB after", before >> 20, after >> 20);
+        }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+    }
+    if let Some((rt, server)) = local {
+        rt.block_on(async {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server.stop()).await;
+        });
+    }
+    Ok(())
+}
+
+/// Resident memory of this process (Linux), bytes.
+fn rss_bytes() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: usize = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb << 10)
 }
 
 fn kernel_bench(a: KernelArgs) -> anyhow::Result<()> {

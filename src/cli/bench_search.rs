@@ -99,7 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             p.hard_coverage
         );
     }
-    if let Some(n) = &report.naive {
+    if let Some(n) = report.naive.as_ref().filter(|n| n.prompts > 0) {
         println!(
             "deal vs naive ({} prompt(s)): naive {:.1} ms/token, deal {:.1} ms/token: {:.1}x faster; same output on {}/{}",
             n.prompts,

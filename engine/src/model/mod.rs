@@ -252,6 +252,8 @@ impl Model {
     /// as batches of their own. One result per job, in order.
     pub fn forward_many(&self, jobs: &mut [ForwardJob<'_>]) -> Vec<Result<ForwardOutput>> {
         let mut results: Vec<Option<Result<ForwardOutput>>> = (0..jobs.len()).map(|_| None).collect();
+        // row lengths before this pass: a failed merged batch is undone and its jobs rerun alone
+        let before: Vec<Vec<usize>> = jobs.iter().map(|j| j.cache.row_lens()).collect();
         let mut prepared = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter_mut().enumerate() {
             match self.prepare(job.cache, job.tokens) {
@@ -276,15 +278,28 @@ impl Model {
                         results[*i] = Some(Ok(o));
                     }
                 }
-                Err(e) => {
-                    let msg = e.to_string();
+                Err(e) if idx.len() == 1 => results[idx[0]] = Some(Err(Error::Internal(format!("forward pass failed: {e}")))),
+                Err(_) => {
+                    // one job's fault must not fail the others merged with it: each alone
                     for i in idx {
-                        results[i] = Some(Err(Error::invalid(format!("forward pass failed: {msg}"))));
+                        jobs[i].cache.restore_lens(&before[i]);
+                        let tokens = jobs[i].tokens;
+                        let solo = match self.prepare(&mut *jobs[i].cache, tokens) {
+                            Ok(p) => self.run_batch(jobs, vec![(i, p)]),
+                            Err(e) => Err(e),
+                        };
+                        results[i] = Some(match solo {
+                            Ok(mut outs) => Ok(outs.remove(0)),
+                            Err(e) => {
+                                jobs[i].cache.restore_lens(&before[i]);
+                                Err(Error::Internal(format!("forward pass failed: {e}")))
+                            }
+                        });
                     }
                 }
             }
         }
-        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::invalid("forward job was not run")))).collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("forward job was not run".into())))).collect()
     }
 
     /// Validate one job, reserve its cache slots and build its embeddings and RoPE tables.
@@ -334,6 +349,8 @@ impl Model {
 
     /// One pass over the prepared jobs of `batch` (all of width `t`).
     fn run_batch(&self, jobs: &mut [ForwardJob<'_>], batch: Vec<(usize, Prepared)>) -> Result<Vec<ForwardOutput>> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::check(batch.iter().map(|(i, _)| jobs[*i].tokens));
         let wants: Vec<LogitsFor> = batch.iter().map(|(i, _)| jobs[*i].want).collect();
         let xs: Vec<Tensor> = batch.iter().map(|(_, p)| p.x.clone()).collect();
         let mut x = if xs.len() == 1 { xs[0].clone() } else { Tensor::cat(&xs, 0)? };
