@@ -35,6 +35,9 @@ pub enum Error {
     /// A remote engine did not answer in time.
     #[error("upstream engine: no answer within {0:?}")]
     Timeout(Duration),
+    /// The request's cancellation flag was set ([`crate::cancel`]) while the work ran.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Shorthand result type of the backend interface.

@@ -10,6 +10,8 @@
 //! - [`backend`]: the [`Backend`] and [`Rows`] traits and what they report;
 //! - [`dist`]: [`TokenDist`], a next-token distribution (full logits, or only the top-N
 //!   log-probabilities a remote engine returns);
+//! - [`cancel`]: the running request's cancellation flag, checked by long loops below the
+//!   controllers (prefill chunks, scoring chunks, model-load waits);
 //! - [`chat`]: [`chat::Message`] and [`chat::Role`], a conversation for chat templates;
 //! - [`codec`]: the [`TextCodec`] (tokenizer) trait and [`codec::StreamDecoder`];
 //! - [`sampling`]: choosing a token from logits (greedy, temperature, top-k/p, min-p, seeds);
@@ -22,6 +24,7 @@
 //! server (`deal-remote`).
 
 pub mod backend;
+pub mod cancel;
 pub mod chat;
 pub mod codec;
 pub mod dist;

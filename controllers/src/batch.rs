@@ -105,7 +105,11 @@ impl<'a> Batch<'a> {
         hidden: bool,
     ) -> Result<Self> {
         let t = std::time::Instant::now();
-        let (state, step) = backend.start(prompt, hidden)?;
+        // the prefill checks the request's flag between its chunks (see `deal_backend::cancel`)
+        let (state, step) = match cancel {
+            Some(c) => deal_backend::cancel::scope(c, || backend.start(prompt, hidden))?,
+            None => backend.start(prompt, hidden)?,
+        };
         if step.dist.is_none() {
             return Err(ControlError::internal("prefill returned no logits"));
         }
@@ -158,6 +162,7 @@ impl<'a> Batch<'a> {
     pub fn check_cancel(&self) -> Result<()> {
         match self.cancel {
             Some(c) if c.load(Ordering::Relaxed) => Err(ControlError::Cancelled),
+            _ if deal_backend::cancel::cancelled() => Err(ControlError::Cancelled),
             _ => Ok(()),
         }
     }

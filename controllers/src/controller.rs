@@ -149,7 +149,15 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     if hidden && !req.backend.capabilities().hidden_states {
         return Err(deal_backend::Error::unsupported("hidden_states", "run a head that reads hidden states").into());
     }
-    let batch = Batch::start(req.backend, &prompt, cfg.max_tokens, &cfg.stop, req.cancel, hidden)?;
+    let batch = match Batch::start(req.backend, &prompt, cfg.max_tokens, &cfg.stop, req.cancel, hidden) {
+        Ok(b) => b,
+        // cancelled during the prefill: nothing was committed
+        Err(e) if e.is_cancelled() => {
+            let stats = SearchStats { prompt_tokens: prompt.len(), wall_secs: t0.elapsed().as_secs_f64(), ..Default::default() };
+            return Ok(Outcome { text: String::new(), tokens: Vec::new(), finish: FinishReason::Cancelled, breakdown: None, stats });
+        }
+        Err(e) => return Err(e),
+    };
     let stream = Stream::new(req.backend.codec(), &cfg.stop, on_text);
     let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };
     let (tokens, text, finish, row) = match controller.search(&mut s) {
@@ -161,11 +169,11 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
             };
             match s.stream.commit(&tokens).and_then(|_| s.stream.finish()) {
                 Ok(()) => (tokens, s.batch.text(row)?.0, finish, Some(row)),
-                Err(ControlError::Cancelled) => cancelled(&s),
+                Err(e) if e.is_cancelled() => cancelled(&s),
                 Err(e) => return Err(e),
             }
         }
-        Err(ControlError::Cancelled) => cancelled(&s),
+        Err(e) if e.is_cancelled() => cancelled(&s),
         Err(e) => return Err(e),
     };
     let breakdown = match req.reward {
@@ -180,7 +188,15 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
                     }
                 }
             }
-            reward.score(std::slice::from_ref(&cand))?.pop()
+            match reward.score(std::slice::from_ref(&cand)) {
+                Ok(mut b) => b.pop(),
+                // cancelled while the final answer was scored: the answer stands, unscored
+                Err(e) if finish == FinishReason::Cancelled || deal_backend::cancel::cancelled() => {
+                    tracing::debug!("final scoring skipped: {e}");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         None => None,
     };

@@ -42,6 +42,20 @@ impl ControlError {
         ControlError::BadConfig { field, message: message.into() }
     }
 
+    /// Whether this is a cancellation, however deep it was raised (the controller's own
+    /// check, the backend's prefill, a head's scoring or model-load wait).
+    pub fn is_cancelled(&self) -> bool {
+        use deal_backend::Error as B;
+        use deal_heads::reward::RewardError as R;
+        use deal_heads::Error as H;
+        let heads = |h: &H| matches!(h, H::Backend(B::Cancelled));
+        match self {
+            ControlError::Cancelled | ControlError::Backend(B::Cancelled) => true,
+            ControlError::Heads(h) => heads(h) || matches!(h, H::Reward(R::Head { source, .. }) if heads(source)),
+            _ => false,
+        }
+    }
+
     /// An internal invariant broke (a row without logits where the search needs them).
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         ControlError::Backend(deal_backend::Error::Engine(message.into()))

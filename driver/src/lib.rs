@@ -169,12 +169,26 @@ impl Driver {
         cancel: Option<&AtomicBool>,
         on_event: &mut dyn FnMut(Event) -> bool,
     ) -> Result<Vec<Outcome>, ControlError> {
-        let reward = match &req.reward {
-            Some(spec) => Some(self.reward(spec)?),
-            None => None,
-        };
         let never = AtomicBool::new(false);
         let cancel = cancel.unwrap_or(&never);
+        // everything below (prefill chunks, head scoring, head model loads) sees the flag
+        deal_backend::cancel::scope(cancel, || self.run_in_scope(req, cancel, on_event))
+    }
+
+    fn run_in_scope(
+        &self,
+        req: &Request,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(Event) -> bool,
+    ) -> Result<Vec<Outcome>, ControlError> {
+        let reward = match &req.reward {
+            Some(spec) => match self.reward(spec) {
+                Ok(r) => Some(r),
+                Err(e) if e.is_cancelled() => return Ok(Vec::new()),
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
         let gone = AtomicBool::new(false);
         if !on_event(Event::Started) {
             return Ok(Vec::new());

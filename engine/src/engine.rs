@@ -20,8 +20,12 @@ use deal_backend::codec::StreamDecoder;
 use deal_backend::FinishReason;
 use crate::{Error, Result};
 
-/// Prompts are prefilled in chunks of this many tokens (bounds attention-score memory).
-pub const PREFILL_CHUNK: usize = 512;
+/// Prompts are prefilled in chunks of this many tokens: bounds attention-score memory, and
+/// the request's cancellation flag ([`deal_backend::cancel`]) is checked between chunks, so
+/// a client that leaves during a long prompt frees its worker within a chunk's time. The
+/// chunking depends on the prompt alone (never on load), so a prompt's cache and logits are
+/// the same under any concurrency.
+pub const PREFILL_CHUNK: usize = 256;
 
 /// How to load an engine.
 #[derive(Debug, Clone)]
@@ -182,6 +186,7 @@ impl Engine {
         let mut last = None;
         let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
+            deal_backend::cancel::check()?;
             let want = if i + 1 == chunks.len() { LogitsFor::Last } else { LogitsFor::None };
             last = Some(self.forward(&mut cache, &[chunk.to_vec()], want)?);
         }

@@ -81,30 +81,33 @@ impl JudgeModel {
     /// rows forked from the prefilled prefix (the local engine keeps recent prompts'
     /// prefills, so a search's repeated calls prefill the prefix once).
     ///
-    /// Rows are fed [`JUDGE_CHUNK_ROWS`] at a time, each chunk forked from the (cached)
-    /// prefix, so the attention mask and KV of one call stay bounded however many candidates
-    /// a search scores; the engine is batch-invariant, so chunking changes no margin.
+    /// Rows are fed in chunks of at most [`JUDGE_CHUNK_ROWS`] rows and
+    /// [`JUDGE_CHUNK_TOKENS`] tokens, each chunk forked from the (cached) prefix, so the
+    /// attention mask, KV and time of one pass stay bounded however many and however long
+    /// the candidates are, and the request's cancellation flag is checked between passes;
+    /// the engine is batch-invariant, so chunking changes no margin.
     pub fn yes_no_margins(&self, prefix: &str, suffixes: &[String]) -> Result<Vec<f64>> {
         let tokens = self.backend.encode_prompt(prefix)?;
-        let mut out = Vec::with_capacity(suffixes.len());
-        for chunk in suffixes.chunks(JUDGE_CHUNK_ROWS) {
-            out.extend(self.chunk_margins(&tokens, chunk)?);
-        }
-        Ok(out)
-    }
-
-    fn chunk_margins(&self, tokens: &[u32], suffixes: &[String]) -> Result<Vec<f64>> {
-        let (mut rows, _) = self.backend.start_shared(tokens, false)?;
-        rows.select(&vec![0; suffixes.len()])?;
-        let mut new = Vec::with_capacity(suffixes.len());
+        let mut encoded = Vec::with_capacity(suffixes.len());
         for s in suffixes {
             let t = self.backend.codec().encode(s, false)?;
             if t.is_empty() {
                 return Err(Error::invalid("judge: empty text after the prompt prefix"));
             }
-            new.push(t);
+            encoded.push(t);
         }
-        let steps = rows.feed(&new, true, false)?;
+        let mut out = Vec::with_capacity(suffixes.len());
+        for chunk in chunks_within(&encoded, JUDGE_CHUNK_ROWS, JUDGE_CHUNK_TOKENS) {
+            deal_backend::cancel::check()?;
+            out.extend(self.chunk_margins(&tokens, chunk)?);
+        }
+        Ok(out)
+    }
+
+    fn chunk_margins(&self, tokens: &[u32], new: &[Vec<u32>]) -> Result<Vec<f64>> {
+        let (mut rows, _) = self.backend.start_shared(tokens, false)?;
+        rows.select(&vec![0; new.len()])?;
+        let steps = rows.feed(new, true, false)?;
         steps
             .into_iter()
             .map(|s| {
@@ -115,8 +118,29 @@ impl JudgeModel {
     }
 }
 
-/// Candidates scored per judge pass (see [`JudgeModel::yes_no_margins`]).
+/// Most candidates scored per judge pass (see [`JudgeModel::yes_no_margins`]).
 pub const JUDGE_CHUNK_ROWS: usize = 16;
+
+/// Most candidate tokens per judge pass (a longer single candidate gets a pass of its own).
+pub const JUDGE_CHUNK_TOKENS: usize = 1024;
+
+/// Consecutive runs of `rows` of at most `max_rows` rows whose lengths sum to at most
+/// `max_tokens` (a row longer than that alone), in order.
+fn chunks_within(rows: &[Vec<u32>], max_rows: usize, max_tokens: usize) -> Vec<&[Vec<u32>]> {
+    let mut out = Vec::new();
+    let (mut start, mut tokens) = (0, 0);
+    for (i, r) in rows.iter().enumerate() {
+        if i > start && (i - start == max_rows || tokens + r.len() > max_tokens) {
+            out.push(&rows[start..i]);
+            (start, tokens) = (i, 0);
+        }
+        tokens += r.len();
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
 
 /// log Σ P(yes ids) − log Σ P(no ids) (0 when the distribution knows neither).
 fn margin(d: &TokenDist, yes: &[u32], no: &[u32]) -> f64 {
@@ -226,5 +250,18 @@ impl RewardHead for Judge {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_respect_rows_and_tokens() {
+        let rows: Vec<Vec<u32>> = [3, 3, 3, 10, 1, 1, 1, 1].iter().map(|&n| vec![0; n]).collect();
+        let lens = |c: Vec<&[Vec<u32>]>| c.iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(lens(super::chunks_within(&rows, 16, 6)), vec![2, 1, 1, 4]);
+        assert_eq!(lens(super::chunks_within(&rows, 3, 100)), vec![3, 3, 2]);
+        assert_eq!(lens(super::chunks_within(&rows, 16, 1000)), vec![8]);
+        assert!(super::chunks_within(&[], 16, 10).is_empty());
     }
 }

@@ -500,8 +500,9 @@ impl HeadContext {
     }
 
     /// The value stored under (`T`, `key`), created by `init` on first use. Concurrent callers
-    /// of the same key wait for one `init`; different keys load in parallel. A failed `init`
-    /// is not cached (the next call retries).
+    /// of the same key wait for one `init` (a cancelled request stops waiting); different
+    /// keys load in parallel. A failed or panicking `init` is not cached (the next call
+    /// retries).
     pub fn shared<T: Any + Send + Sync>(&self, key: &str, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
         // a panic while a model loaded poisons its slot; the slot then holds nothing (the
         // value is stored only after `init` returns), so the next caller simply retries
@@ -509,13 +510,31 @@ impl HeadContext {
             let mut map = self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry((TypeId::of::<T>(), key.to_string())).or_default().clone()
         };
-        let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // wait for another caller's load without blocking past this request's cancellation
+        let mut guard = loop {
+            match slot.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    deal_backend::cancel::check()?;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        };
         if let Some(v) = guard.as_ref() {
             if let Ok(t) = v.clone().downcast::<T>() {
                 return Ok(t);
             }
         }
-        let t = Arc::new(init()?);
+        deal_backend::cancel::check()?;
+        // a panicking loader (a bug, a malformed file) fails this call only: nothing is
+        // stored, the slot stays usable, the next call loads again
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(init))
+            .map_err(|_| {
+                tracing::error!("loading `{key}` panicked");
+                Error::Backend(deal_backend::Error::Engine("a head's model failed to load (it panicked; see the server log)".into()))
+            })?;
+        let t = Arc::new(loaded?);
         *guard = Some(t.clone());
         Ok(t)
     }

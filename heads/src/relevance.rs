@@ -100,6 +100,7 @@ impl MiniLm {
         order.sort_by_key(|&i| ids[i].len());
         let mut out = vec![Vec::new(); texts.len()];
         for chunk in order.chunks(BATCH) {
+            deal_backend::cancel::check()?;
             let t = chunk.iter().map(|&i| ids[i].len()).max().unwrap_or(1).max(1);
             let b = chunk.len();
             let mut flat = Vec::with_capacity(b * t);

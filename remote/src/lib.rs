@@ -163,6 +163,8 @@ impl RemoteBackend {
         let url = format!("{}{path}", self.opts.url);
         let mut attempt = 0;
         loop {
+            // a cancelled request sends no more calls (a call in flight runs to its timeout)
+            deal_backend::cancel::check()?;
             match self.post_once(&url, body) {
                 Ok(t) => return Ok(t),
                 Err(e) if attempt < self.opts.retries && retryable(&e) => {

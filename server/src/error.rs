@@ -229,6 +229,9 @@ impl From<deal_controllers::ControlError> for ApiError {
             B::Upstream { .. } => ApiError::upstream(e.to_string()),
             B::Timeout(_) => ApiError::upstream_timeout(e.to_string()),
             B::Engine(_) => ApiError::internal(e.to_string()),
+            // the client left, the deadline passed or the server is stopping: whoever is
+            // still listening learns the work was dropped
+            B::Cancelled => ApiError::unavailable(e.to_string()),
         };
         let upstream = |timeout: bool| if timeout { ApiError::upstream_timeout(e.to_string()) } else { ApiError::upstream(e.to_string()) };
         match &e {

@@ -43,9 +43,65 @@ impl deal_heads::RewardHead for Boom {
     }
 }
 
+/// A head whose model "loads" through [`deal_heads::HeadContext::shared`] like the judge's
+/// and MiniLM's do: the load takes `load_ms`, and panics the first time for a `key` whose
+/// `panic_first` is set.
+struct Loader {
+    ctx: std::sync::Arc<deal_heads::HeadContext>,
+    p: LoaderParams,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoaderParams {
+    key: String,
+    #[serde(default)]
+    panic_first: bool,
+    #[serde(default)]
+    load_ms: u64,
+}
+
+/// Keys whose load has panicked once.
+static PANICKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl deal_heads::RewardHead for Loader {
+    const NAME: &'static str = "loader";
+    const DESCRIPTION: &'static str = "loads a fake model through the head context (a fault for tests)";
+    const PARAMS: &'static [deal_heads::ParamInfo] = &[
+        deal_heads::ParamInfo { name: "key", ty: "string", default: "required", doc: "which model" },
+        deal_heads::ParamInfo { name: "panic_first", ty: "bool", default: "false", doc: "the first load panics" },
+        deal_heads::ParamInfo { name: "load_ms", ty: "number", default: "0", doc: "how long a load takes" },
+    ];
+    const EXAMPLE: &'static str = "{\"key\": \"m\"}";
+    type Params = LoaderParams;
+
+    fn build(p: LoaderParams, ctx: &std::sync::Arc<deal_heads::HeadContext>) -> deal_heads::Result<Self> {
+        Ok(Loader { ctx: ctx.clone(), p })
+    }
+
+    fn scale(&self) -> deal_heads::Scale {
+        deal_heads::Scale::UNIT
+    }
+
+    fn score(&self, cands: &[deal_heads::Candidate]) -> deal_heads::Result<Vec<f32>> {
+        let model = self.ctx.shared::<f32>(&self.p.key, || {
+            std::thread::sleep(Duration::from_millis(self.p.load_ms));
+            let mut seen = PANICKED.lock().unwrap_or_else(|p| p.into_inner());
+            if self.p.panic_first && !seen.contains(&self.p.key) {
+                seen.push(self.p.key.clone());
+                drop(seen);
+                panic!("the loader head's model failed to load");
+            }
+            Ok(0.25)
+        })?;
+        Ok(vec![*model; cands.len()])
+    }
+}
+
 fn server() -> TestServer {
     let mut heads = deal_heads::Registry::with_builtin();
     heads.register::<Boom>();
+    heads.register::<Loader>();
     let e = common::engine();
     let driver = deal_driver::Driver::new(
         e.clone(),
@@ -133,4 +189,55 @@ fn a_panicking_pass_or_head_fails_only_its_own_request() {
     assert_eq!((h["active"].as_u64(), h["queued"].as_u64()), (Some(0), Some(0)), "{h}");
     let (st, v) = s.post_json("/v1/completions", &completion("Tell me about the Zanzibarian coast", 4));
     assert_eq!(st, 200, "{v}");
+}
+
+fn loading(key: &str, panic_first: bool, load_ms: u64) -> Value {
+    json!({"model": "deal", "prompt": "The old lighthouse", "max_tokens": 3, "temperature": 0,
+           "alignment": {"controller": "deal", "weights": {"loader": 1},
+                         "heads": {"loader": {"key": key, "panic_first": panic_first, "load_ms": load_ms}},
+                         "params": {"k": 2, "l": 1}}})
+}
+
+#[test]
+fn a_head_model_that_panics_while_loading_fails_one_request_and_loads_again() {
+    let s = server();
+    let (st, v) = s.post_json("/v1/completions", &loading("flaky", true, 0));
+    assert_eq!(st, 500, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("failed to load") && msg.contains("request id"), "{v}");
+    // the head is not poisoned: the next request loads the model and scores with it
+    let (st, v) = s.post_json("/v1/completions", &loading("flaky", true, 0));
+    assert_eq!(st, 200, "{v}");
+    let head = &v["choices"][0]["alignment"]["heads"][0];
+    assert_eq!((head["head"].as_str(), head["raw"].as_f64()), (Some("loader"), Some(0.25)), "{v}");
+    let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
+    assert_eq!((h["active"].as_u64(), h["queued"].as_u64()), (Some(0), Some(0)), "{h}");
+}
+
+#[test]
+fn a_request_waiting_for_a_head_model_to_load_is_freed_when_its_client_leaves() {
+    let s = server();
+    let url = format!("{}/v1/completions", s.base);
+    // the first request loads the model for 8 s
+    let body = loading("slow", false, 8000).to_string();
+    let first = std::thread::spawn(move || request(&url, Some(body.as_bytes()), None));
+    std::thread::sleep(Duration::from_millis(1500));
+    // a second one waits for that load; its client gives up after a second
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    let body = loading("slow", false, 8000).to_string();
+    use std::io::Write;
+    write!(c, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let active = |s: &TestServer| serde_json::from_str::<Value>(&s.get("/health").1).unwrap()["active"].as_u64().unwrap();
+    assert_eq!(active(&s), 2, "both requests should be running");
+    drop(c);
+    let t = std::time::Instant::now();
+    while active(&s) > 1 {
+        assert!(t.elapsed() < Duration::from_secs(3), "the waiting request kept its worker {:?} after its client left", t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("waiting request freed {:?} after its client left", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let (st, text) = first.join().unwrap();
+    assert_eq!(st, 200, "{text}");
 }

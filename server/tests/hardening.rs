@@ -412,3 +412,24 @@ fn three_hundred_clients_at_once_get_answers_or_429s() {
     }
     assert_eq!(load_client(&base, 0).0, 200);
 }
+
+#[test]
+fn a_client_that_leaves_during_a_long_prefill_frees_its_worker() {
+    let s = TestServer::start(ServerConfig::default());
+    // about 7000 prompt tokens: tens of seconds of prefill here, 256 tokens per chunk
+    let long = "The cat sat on the mat. ".repeat(1000);
+    let stream = s.open_stream("/v1/chat/completions", &json!({
+        "model": "deal", "messages": [{"role": "user", "content": long}], "max_tokens": 4, "temperature": 0, "stream": true,
+    }));
+    std::thread::sleep(Duration::from_millis(2000));
+    let active = || serde_json::from_str::<Value>(&s.get("/health").1).unwrap()["active"].as_u64().unwrap();
+    assert_eq!(active(), 1, "the prefill should still be running");
+    drop(stream);
+    let t = Instant::now();
+    while active() != 0 {
+        assert!(t.elapsed() < Duration::from_secs(4), "the prefill kept its worker {:?} after the client left", t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("worker freed {:?} after the client left during a long prefill", t.elapsed());
+    assert_eq!(s.post_json("/v1/completions", &json!({"model": "deal", "prompt": "Hi", "max_tokens": 2})).0, 200);
+}
