@@ -24,6 +24,8 @@ enum Command {
     Generate(cli::generate::Args),
     /// Describe a GGUF model: architecture, sizes, quantization types, context length.
     Info(cli::info::Args),
+    /// Perplexity of a text file (llama.cpp's llama-perplexity protocol: -c, --chunks).
+    Perplexity(cli::perplexity::Args),
     /// Fetch and verify the default model (done automatically on first use), and with
     /// `--heads relevance` the relevance head's MiniLM model (a server never fetches it).
     Setup {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a),
         Command::Generate(a) => cli::generate::run(a),
         Command::Info(a) => cli::info::run(a),
+        Command::Perplexity(a) => cli::perplexity::run(a),
         Command::Setup { heads } => setup(&heads),
         Command::Bench(b) => cli::bench::run(b),
         Command::Heads(a) => cli::heads::run(a),

@@ -13,6 +13,8 @@
 #                   were recorded with)
 #   JOBS            parallel build jobs (default 2)
 #   FORCE=1         rebuild even if binaries exist
+#   EXTRA_TARGETS   more tools, space-separated (e.g. llama-perplexity, llama-quantize: the
+#                   fixture of deal's perplexity test and the synthetic-model checks)
 #
 # Requirements: pip, cmake >= 3.14, a C/C++ compiler (g++), make.
 set -euo pipefail
@@ -24,7 +26,7 @@ BUILD="$ROOT/build"
 SRC_PARENT="$ROOT/src"
 JOBS="${JOBS:-2}"
 LCP_VERSION="${LCP_VERSION:-0.3.36}"  # the version the fixtures were recorded with
-TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench llama-server)
+TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench llama-server ${EXTRA_TARGETS:-})
 
 all_present() {
     for t in "${TARGETS[@]}"; do

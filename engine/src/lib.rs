@@ -11,9 +11,11 @@
 //! - [`kv_cache`]: a batched KV cache built for tree search (fork / select / truncate rows);
 //! - [`scheduler`]: concurrent callers' forward calls merged into shared passes;
 //! - [`engine`]: model + tokenizer + scheduler, with prefill and plain generation;
+//! - [`perplexity`]: a text's perplexity by llama.cpp's `llama-perplexity` protocol;
 //! - [`local`]: the engine as a [`deal_backend::Backend`] (rows over one forked KV cache);
 //! - [`chat`]: chat templates (the GGUF's own via minijinja, or a plain fallback);
 //! - [`device`]: choosing cpu / cuda at run time;
+//! - [`synthetic`]: random-weight GGUFs of real shapes (Q4_K_M mix) for benchmarks;
 //! - [`setup`]: fetching and verifying the default model (and pip-packaged assets);
 //! - [`sampling`], [`stop`]: re-exported from `deal-backend`.
 
@@ -28,8 +30,10 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod local;
 pub mod model;
+pub mod perplexity;
 pub mod scheduler;
 pub mod setup;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use deal_backend::{sampling, stop};

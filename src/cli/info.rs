@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use deal_engine::gguf::GgufFile;
 use deal_engine::model::Model;
-use deal_engine::setup::resolve_model;
 use deal_engine::tokenizer::GgufTokenizer;
 
 #[derive(clap::Args, Debug)]
@@ -12,10 +11,13 @@ pub struct Args {
     /// GGUF model file (default: the bundled Gemma 3 270M).
     #[arg(short = 'm', long = "model", value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A synthetic model of a real shape (see `deal generate --help`).
+    #[arg(long, value_name = "ARCH:SIZE", conflicts_with = "model")]
+    pub synthetic: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let path = resolve_model(a.model.as_deref())?;
+    let path = super::model_path(a.model.as_deref(), a.synthetic.as_deref())?;
     let f = GgufFile::open(&path)?;
     let info = Model::info(&f)?;
     let c = &info.config;

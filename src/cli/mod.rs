@@ -6,6 +6,7 @@ pub mod chat;
 pub mod generate;
 pub mod heads;
 pub mod info;
+pub mod perplexity;
 pub mod serve;
 pub mod train_probe;
 
@@ -24,12 +25,18 @@ pub struct ModelArgs {
     /// Gemma 3 270M, fetched on first use.
     #[arg(short = 'm', long = "model", value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// A random-weight model of a real shape with llama.cpp's Q4_K_M type mix, written once
+    /// under $DEAL_HOME/synthetic (gemma3:1b, gemma3:4b, llama:8b, qwen2:7b, ...): speed and
+    /// memory at real sizes without a download. Its text is noise.
+    #[arg(long, value_name = "ARCH:SIZE", conflicts_with = "model")]
+    pub synthetic: Option<String>,
     /// Compute device: cpu, cuda, cuda:N (cuda needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights in memory: `requantize` (Q4_0/Q5_0-type weights to Q8_0 on CPU, fastest),
-    /// `stored` (as in the file), `f32` (exact reference arithmetic, 4x memory).
-    #[arg(long, default_value = "requantize", value_parser = ["requantize", "stored", "f32"])]
+    /// Weights in memory: `requantize` (Q8_0 and Q4_K as stored, on deal's kernels; other
+    /// types to Q8_0 on CPU), `q8` (every type to Q8_0: more memory, faster on wide
+    /// batches), `stored` (as in the file), `f32` (exact reference arithmetic, 4x memory).
+    #[arg(long, default_value = "requantize", value_parser = ["requantize", "q8", "stored", "f32"])]
     pub weights: String,
     /// Steer a model served by a remote OpenAI-compatible engine (llama.cpp's server, vLLM,
     /// SGLang, another deal) at this base URL instead of loading it here; `-m` then names a
@@ -47,14 +54,45 @@ pub struct ModelArgs {
     pub engine_timeout: u64,
 }
 
+/// The GGUF a model option names: `--synthetic ARCH:SIZE` (written on first use, with a
+/// progress bar), else `-m`, else the default model (fetched on first use).
+pub fn model_path(model: Option<&std::path::Path>, synthetic: Option<&str>) -> anyhow::Result<PathBuf> {
+    let Some(name) = synthetic else {
+        return Ok(resolve_model(model)?);
+    };
+    let shape = deal_engine::synthetic::find(name)?;
+    let path = deal_engine::synthetic::path_of(&shape);
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!("writing the synthetic {} model to {} (once)", shape.name, path.display());
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} [{elapsed_precise}, eta {eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let path = deal_engine::synthetic::ensure(name, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(path)
+}
+
 impl ModelArgs {
+    /// The GGUF these options name (see [`model_path`]).
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        model_path(self.model.as_deref(), self.synthetic.as_deref())
+    }
+
     /// Resolve the model path (fetching the default one if needed) and load the engine.
     pub fn load(&self) -> anyhow::Result<Engine> {
-        let path = resolve_model(self.model.as_deref())?;
+        let path = self.path()?;
         let mut opts = EngineOptions { device: parse_device(&self.device)?, ..Default::default() };
         opts.load.weights = match self.weights.as_str() {
             "stored" => WeightMode::Stored,
             "f32" => WeightMode::F32,
+            "q8" => WeightMode::Q8,
             _ => WeightMode::Requantize,
         };
         Ok(Engine::load(&path, &opts)?)
@@ -65,7 +103,7 @@ impl ModelArgs {
         let Some(url) = &self.engine else {
             return Ok(None);
         };
-        let path = resolve_model(self.model.as_deref())?;
+        let path = self.path()?;
         let name = match &self.engine_model {
             Some(n) => n.clone(),
             None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),

@@ -1,9 +1,10 @@
 //! Hand-written CPU kernels for the hot paths, where candle's generic path leaves speed on the
-//! table: the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
+//! table: the batched Q4_K matmul on the stored 4-bit weights, the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
 //! cannot run, so callers fall back to candle), decode-step attention on plain slices, and
 //! vectorisable scalar math.
 
 pub mod attention;
+pub mod q4_k;
 pub use deal_backend::math;
 pub mod q8_0;
 

@@ -7,18 +7,25 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::gguf::GgufFile;
+use crate::kernels::q4_k::PackedQ4K;
 use crate::kernels::q8_0::PackedQ8;
 use crate::model::config::RopeStyle;
 use crate::Result;
 
-/// Quantized types re-quantized to Q8_0 at load on CPU: every one but Q8_0 itself. Our packed
-/// Q8_0 kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20% decode) and
-/// **batch-invariant**: a row's result does not depend on which other rows share the matmul
-/// (integer block sums, one accumulation order), so merged passes of concurrent requests
-/// give each request exactly what it gets alone, and a seed reproduces its text under any
-/// load. candle's K-quant kernels take different paths for one row and for several.
+/// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
+/// those without a kernel of ours on the stored format. Q8_0 and (with AVX512-VNNI) Q4_K run
+/// as stored; the others (Q5_0, Q4_0, Q6_K, ...) become Q8_0, whose kernel is faster than
+/// candle's on these shapes (Q4_0/Q5_0: +20% decode). Both kernels are **batch-invariant**:
+/// a row's result does not depend on which other rows share the matmul (integer block sums,
+/// one accumulation order), so merged passes of concurrent requests give each request
+/// exactly what it gets alone, and a seed reproduces its text under any load. candle's
+/// K-quant kernels take different paths for one row and for several.
 pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
-    !matches!(dtype, GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+    match dtype {
+        GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => false,
+        GgmlDType::Q4K => !crate::kernels::q4_k::available(),
+        _ => true,
+    }
 }
 
 /// How matmul weights are held in memory.
@@ -26,35 +33,85 @@ pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
 pub enum WeightMode {
     /// As stored in the GGUF.
     Stored,
-    /// As stored, except types without a fast CPU kernel become Q8_0 (CPU only).
+    /// As stored where deal has a kernel for the format (Q8_0, Q4_K); other quantized types
+    /// become Q8_0 (CPU only). The default.
     Requantize,
+    /// Every quantized matmul weight becomes Q8_0 (CPU only): about twice the memory of a
+    /// Q4_K file and slower to load; faster where many rows share each pass (prefill, wide
+    /// batches), which `deal bench decode` shows per model.
+    Q8,
     /// Dequantized to f32: exact reference arithmetic (4x the memory, slower). Quantized
     /// matmuls round activations to 8 bits, so two schedules of the same computation can
     /// differ by a few tenths of a logit; in f32 they agree to ~1e-5.
     F32,
 }
 
+/// Whether `mode` turns a weight of type `dtype` on `device` into Q8_0.
+fn to_q8(mode: WeightMode, dtype: GgmlDType, device: &Device) -> bool {
+    device.is_cpu()
+        && match mode {
+            WeightMode::Requantize => requantized_on_cpu(dtype),
+            WeightMode::Q8 => !matches!(dtype, GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16),
+            _ => false,
+        }
+}
+
 /// Read a weight as a [`QTensor`] held per `mode`.
 pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
     let t = f.tensor(name, device)?;
     let target = match mode {
-        WeightMode::Requantize if device.is_cpu() && requantized_on_cpu(t.dtype()) => GgmlDType::Q8_0,
         WeightMode::F32 if t.dtype() != GgmlDType::F32 => GgmlDType::F32,
+        _ if to_q8(mode, t.dtype(), device) => GgmlDType::Q8_0,
         _ => return Ok(t),
     };
     Ok(QTensor::quantize(&t.dequantize(device)?, target)?)
 }
 
-/// The matmul behind a linear layer: our packed Q8_0 kernel where it applies, else candle's.
+/// Weights repacked for one of our CPU kernels.
+pub enum Packed {
+    /// Q8_0, 8 activation rows per weight load.
+    Q8(PackedQ8),
+    /// Q4_K as stored, 4 activation rows per weight load.
+    Q4K(PackedQ4K),
+}
+
+impl Packed {
+    /// Repack `ws` (stacked along `n`) for whichever kernel takes them all; `None` if none
+    /// does (other types, mixed types, a CPU without AVX512-VNNI).
+    pub fn pack(ws: &[&QTensor]) -> Result<Option<Self>> {
+        if let Some(p) = PackedQ8::pack(ws)? {
+            return Ok(Some(Packed::Q8(p)));
+        }
+        Ok(PackedQ4K::pack(ws)?.map(Packed::Q4K))
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        match self {
+            Packed::Q8(p) => p.n(),
+            Packed::Q4K(p) => p.n(),
+        }
+    }
+
+    /// `lhs[m, k] · Wᵀ`, row-major `[m, n]`.
+    pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            Packed::Q8(p) => p.matmul(lhs, m),
+            Packed::Q4K(p) => p.matmul(lhs, m),
+        }
+    }
+}
+
+/// The matmul behind a linear layer: one of our packed kernels where it applies, else candle's.
 #[derive(Clone)]
 enum Matmul {
     Candle(QMatMul),
-    Packed(Arc<PackedQ8>),
+    Packed(Arc<Packed>),
 }
 
 impl Matmul {
     fn new(w: QTensor) -> Result<Self> {
-        match PackedQ8::pack(&[&w])? {
+        match Packed::pack(&[&w])? {
             Some(p) => Ok(Matmul::Packed(Arc::new(p))),
             None => Ok(Matmul::Candle(QMatMul::from_qtensor(w)?)),
         }
@@ -69,7 +126,7 @@ impl Matmul {
 }
 
 /// `x[.., k]` through a packed weight, on CPU: the output rows, row-major.
-fn packed_flat(p: &PackedQ8, x: &Tensor) -> Result<Vec<f32>> {
+fn packed_flat(p: &Packed, x: &Tensor) -> Result<Vec<f32>> {
     let k = *x.dims().last().ok_or_else(|| crate::Error::invalid("matmul input has no dimensions"))?;
     let m = x.elem_count() / k.max(1);
     let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
@@ -77,7 +134,7 @@ fn packed_flat(p: &PackedQ8, x: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// `x[.., k]` through a packed weight, on CPU.
-fn packed_forward(p: &PackedQ8, x: &Tensor) -> Result<Tensor> {
+fn packed_forward(p: &Packed, x: &Tensor) -> Result<Tensor> {
     let y = packed_flat(p, x)?;
     let mut out_dims = x.dims().to_vec();
     *out_dims.last_mut().expect("non-empty dims") = p.n();
@@ -108,16 +165,16 @@ impl Linear {
         Ok(Self { weight, bias: load_bias(f, name, device)? })
     }
 
-    /// Wrap an already loaded tensor (tied output embedding); under
-    /// [`WeightMode::Requantize`] a type in [`requantized_on_cpu`] gets a Q8_0 copy for the matmul.
+    /// Wrap an already loaded tensor (tied output embedding); a type `mode` turns into Q8_0
+    /// (see [`requantized_on_cpu`]) gets a Q8_0 copy for the matmul.
     pub fn from_arc(w: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
-        let w = if mode == WeightMode::Requantize && w.device().is_cpu() && requantized_on_cpu(w.dtype()) {
+        let w = if to_q8(mode, w.dtype(), &w.device()) {
             let dev = w.device();
             Arc::new(QTensor::quantize(&w.dequantize(&dev)?, GgmlDType::Q8_0)?)
         } else {
             w
         };
-        let packed = if mode == WeightMode::F32 { None } else { PackedQ8::pack(&[&w])? };
+        let packed = if mode == WeightMode::F32 { None } else { Packed::pack(&[&w])? };
         let weight = match packed {
             Some(p) => Matmul::Packed(Arc::new(p)),
             None => Matmul::Candle(QMatMul::from_arc(w)?),
@@ -136,16 +193,17 @@ impl Linear {
 }
 
 /// Several projections of the same input (q/k/v, gate/up): one fused packed matmul when all
-/// weights are Q8_0 without biases, else one [`Linear`] each.
+/// weights pack for the same kernel without biases, else one [`Linear`] each.
 #[derive(Clone)]
 pub struct Projections {
-    fused: Option<(Arc<PackedQ8>, Vec<usize>)>,
+    fused: Option<Arc<Packed>>,
     parts: Vec<Linear>,
+    widths: Vec<usize>,
 }
 
 impl Projections {
     /// Load `{name}.weight` (and `{name}.bias` if present) for each of `names`; fused into one
-    /// packed matmul when every weight packs to Q8_0 and none has a bias.
+    /// packed matmul when every weight packs for the same kernel and none has a bias.
     pub fn load(f: &mut GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Self> {
         let mut ws = Vec::with_capacity(names.len());
         let mut has_bias = false;
@@ -153,11 +211,11 @@ impl Projections {
             ws.push(load_qtensor(f, &format!("{n}.weight"), device, mode)?);
             has_bias |= f.has_tensor(&format!("{n}.bias"));
         }
+        let widths = ws.iter().map(|w| w.shape().dims2().map(|d| d.0)).collect::<candle_core::Result<Vec<_>>>()?;
         if mode != WeightMode::F32 && !has_bias {
             let refs: Vec<&QTensor> = ws.iter().collect();
-            if let Some(p) = PackedQ8::pack(&refs)? {
-                let widths = ws.iter().map(|w| w.shape().dims2().map(|d| d.0)).collect::<candle_core::Result<Vec<_>>>()?;
-                return Ok(Self { fused: Some((Arc::new(p), widths)), parts: Vec::new() });
+            if let Some(p) = Packed::pack(&refs)? {
+                return Ok(Self { fused: Some(Arc::new(p)), parts: Vec::new(), widths });
             }
         }
         let mut parts = Vec::with_capacity(names.len());
@@ -165,26 +223,55 @@ impl Projections {
             let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
             parts.push(Linear { weight, bias: load_bias(f, n, device)? });
         }
-        Ok(Self { fused: None, parts })
+        Ok(Self { fused: None, parts, widths })
     }
 
-    /// When fused: every projection's output side by side, row-major `[rows, Σ widths]`, and
-    /// the widths. `None` when the projections run separately.
+    /// Every projection's output side by side, row-major `[rows, Σ widths]`, and the widths,
+    /// when every projection runs on a packed kernel (fused, or separately with the outputs
+    /// interleaved and biases added); `None` when one runs on candle.
     pub fn forward_flat(&self, x: &Tensor) -> Result<Option<(Vec<f32>, &[usize])>> {
-        match &self.fused {
-            Some((p, widths)) => Ok(Some((packed_flat(p, x)?, widths.as_slice()))),
-            None => Ok(None),
+        if let Some(p) = &self.fused {
+            return Ok(Some((packed_flat(p, x)?, self.widths.as_slice())));
         }
+        let mut packed = Vec::with_capacity(self.parts.len());
+        for l in &self.parts {
+            match &l.weight {
+                Matmul::Packed(p) => packed.push((p, l.bias.as_ref())),
+                Matmul::Candle(_) => return Ok(None),
+            }
+        }
+        let k = *x.dims().last().ok_or_else(|| crate::Error::invalid("matmul input has no dimensions"))?;
+        let m = x.elem_count() / k.max(1);
+        let flat = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let total: usize = self.widths.iter().sum();
+        let mut out = vec![0f32; m * total];
+        let mut at = 0;
+        for ((p, bias), &w) in packed.into_iter().zip(&self.widths) {
+            let y = p.matmul(&flat, m)?;
+            let b = match bias {
+                Some(b) => Some(b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+                None => None,
+            };
+            for (dst, src) in out.chunks_exact_mut(total).zip(y.chunks_exact(w)) {
+                let dst = &mut dst[at..at + w];
+                dst.copy_from_slice(src);
+                if let Some(b) = &b {
+                    dst.iter_mut().zip(b).for_each(|(d, b)| *d += b);
+                }
+            }
+            at += w;
+        }
+        Ok(Some((out, self.widths.as_slice())))
     }
 
     /// One output per projection, in the order loaded.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match &self.fused {
-            Some((p, widths)) => {
+            Some(p) => {
                 let y = packed_forward(p, x)?;
-                let mut out = Vec::with_capacity(widths.len());
+                let mut out = Vec::with_capacity(self.widths.len());
                 let mut at = 0;
-                for &w in widths {
+                for &w in &self.widths {
                     out.push(y.narrow(candle_core::D::Minus1, at, w)?);
                     at += w;
                 }

@@ -1,0 +1,446 @@
+//! Batched Q4_K matmul with AVX512-VNNI, on the weights as stored (4 bits per value).
+//!
+//! A Q4_K block holds 256 values of one row in 144 bytes: two f16 super-scales (`d`, `dmin`),
+//! eight 6-bit sub-block scales and mins packed in 12 bytes, and 128 bytes of 4-bit values
+//! (byte `l` of 64-value chunk `c` holds value `64c + l` in its low nibble and `64c + 32 + l`
+//! in its high nibble). A value is `d·sc_j·q − dmin·m_j` for its 32-value sub-block `j`.
+//!
+//! At load the blocks of 16 rows are interleaved into tiles ([`TileBlock`]): the 4-bit
+//! bytes are only regrouped (4 consecutive bytes of each of the 16 rows per 64-byte vector),
+//! the scales and mins unpacked to one byte each, the super-scales kept as f16: 148 bytes per
+//! row-block instead of 144 (+2.8%). The kernel then splits each 64-byte vector into its low
+//! and high nibbles (two `vpdpbusd` operands: 4 values of 16 rows each, unsigned 0..15),
+//! multiplies them with activations quantized per 256 values (Q8_K, as ggml's Q4_K dot
+//! product), applies the sub-block scales and mins in integers, and the super-scales once
+//! per block. Each weight vector is reused for up to [`ROWS_PER_PASS`] activation rows.
+//!
+//! Every row's result is a fixed sequence of exact integer sums and the same float
+//! operations in the same order whatever the other rows are: the kernel is batch-invariant,
+//! like the Q8_0 one.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use crate::{Error, Result};
+
+const QK_K: usize = 256;
+const BLOCK_BYTES: usize = 144;
+const TILE: usize = 16;
+/// Activation rows processed per pass over a weight tile (registers hold 4 rows' sums).
+pub const ROWS_PER_PASS: usize = 4;
+/// How far ahead the weights are prefetched, in tile-blocks (about 9 KiB).
+const PREFETCH_BLOCKS: usize = 4;
+
+/// One 256-value block of 16 rows.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct TileBlock {
+    /// `qs[c][g][row][i]` = byte `32c + 4g + i` of `row`'s block: 4 chunks × 8 groups × 16
+    /// rows × 4 bytes.
+    qs: [u8; 128 * TILE],
+    /// `sc[j][row]`: 6-bit scale of sub-block `j`.
+    sc: [u8; 8 * TILE],
+    /// `m[j][row]`: 6-bit min of sub-block `j`.
+    m: [u8; 8 * TILE],
+    /// Per-row `d` as f16 bits.
+    d: [u16; TILE],
+    /// Per-row `dmin` as f16 bits.
+    dmin: [u16; TILE],
+}
+
+/// Q4_K weights `[n, k]` repacked for the VNNI kernel.
+pub struct PackedQ4K {
+    n: usize,
+    k: usize,
+    blocks: Vec<TileBlock>,
+}
+
+/// Whether this CPU can run the kernel.
+pub fn available() -> bool {
+    super::q8_0::available()
+}
+
+/// The 6-bit scale and min of sub-block `j` from a Q4_K block's 12 packed bytes (ggml's
+/// `get_scale_min_k4`).
+fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+impl PackedQ4K {
+    /// Repack Q4_K weights; several tensors with the same `k` are stacked along `n` (fused
+    /// projections). `None` if a tensor is not Q4_K on the CPU, or the CPU lacks AVX512-VNNI.
+    pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        if !available() || ts.is_empty() {
+            return Ok(None);
+        }
+        let mut k = 0;
+        let mut datas = Vec::with_capacity(ts.len());
+        for t in ts {
+            if t.dtype() != GgmlDType::Q4K || !t.device().is_cpu() {
+                return Ok(None);
+            }
+            let (n, tk) = t.shape().dims2()?;
+            if (k != 0 && tk != k) || tk % QK_K != 0 {
+                return Ok(None);
+            }
+            k = tk;
+            datas.push((t.data()?, n));
+        }
+        let kb = k / QK_K;
+        let row_bytes = kb * BLOCK_BYTES;
+        let mut rows: Vec<&[u8]> = Vec::new();
+        for (data, n) in &datas {
+            if data.len() != n * row_bytes {
+                return Err(Error::Gguf(format!("Q4_K tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
+            }
+            rows.extend(data.chunks_exact(row_bytes));
+        }
+        let n = rows.len();
+        let tiles = n.div_ceil(TILE);
+        let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
+        let mut blocks = vec![empty; tiles * kb];
+        // tiles are independent: repack them on every core
+        let tile_blocks = blocks.chunks_mut(kb).enumerate();
+        std::thread::scope(|s| {
+            let workers = std::thread::available_parallelism().map_or(1, |w| w.get()).max(1);
+            let mut lanes: Vec<Vec<(usize, &mut [TileBlock])>> = (0..workers).map(|_| Vec::new()).collect();
+            for (t, tb) in tile_blocks {
+                lanes[t % workers].push((t, tb));
+            }
+            for lane in lanes {
+                let rows = &rows;
+                s.spawn(move || {
+                    for (t, tb) in lane {
+                        for lane_row in 0..TILE {
+                            let Some(row) = rows.get(t * TILE + lane_row) else { break };
+                            for (b, blk) in tb.iter_mut().enumerate() {
+                                let src = &row[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
+                                blk.d[lane_row] = u16::from_le_bytes([src[0], src[1]]);
+                                blk.dmin[lane_row] = u16::from_le_bytes([src[2], src[3]]);
+                                for j in 0..8 {
+                                    let (sc, m) = scale_min(j, &src[4..16]);
+                                    blk.sc[j * TILE + lane_row] = sc;
+                                    blk.m[j * TILE + lane_row] = m;
+                                }
+                                let qs = &src[16..];
+                                for c in 0..4 {
+                                    for g in 0..8 {
+                                        let at = ((c * 8 + g) * TILE + lane_row) * 4;
+                                        blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Some(Self { n, k, blocks }))
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes the packed weights hold.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<TileBlock>()
+    }
+
+    /// `dst[m, n] = lhs[m, k] · Wᵀ`.
+    pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        if lhs.len() != m * self.k {
+            return Err(Error::invalid(format!("lhs has {} values, expected {m} x {}", lhs.len(), self.k)));
+        }
+        let act = Q8KRows::new(lhs, m, self.k);
+        let kb = self.k / QK_K;
+        let tiles = self.n.div_ceil(TILE);
+        let n = self.n;
+        let mut dst = vec![0f32; m * n];
+        let dst_ptr = dst.as_mut_ptr() as usize;
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            for t in range {
+                let width = TILE.min(n - t * TILE);
+                let mut scratch = [0f32; TILE * ROWS_PER_PASS];
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(ROWS_PER_PASS);
+                    let (out, stride) = if width == TILE {
+                        // SAFETY: tile `t` writes columns [16t, 16t+16) of rows r0..r0+rows,
+                        // inside dst (m x n) and disjoint from every other tile's columns.
+                        (unsafe { (dst_ptr as *mut f32).add(r0 * n + t * TILE) }, n)
+                    } else {
+                        (scratch.as_mut_ptr(), TILE)
+                    };
+                    // SAFETY: `available()` was checked when the weights were packed; `out`
+                    // has `rows` rows of 16 floats at `stride`.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, r0 == 0, out, stride)
+                    };
+                    if width < TILE {
+                        for r in 0..rows {
+                            // SAFETY: row r0+r, columns [16t, 16t+width) of dst, owned by tile t.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    scratch.as_ptr().add(r * TILE),
+                                    (dst_ptr as *mut f32).add((r0 + r) * n + t * TILE),
+                                    width,
+                                )
+                            };
+                        }
+                    }
+                    r0 += rows;
+                }
+            }
+        });
+        Ok(dst)
+    }
+}
+
+/// Activations quantized per 256 values as ggml's Q8_K (as candle computes it: scale
+/// `max / -128` of the value with the largest magnitude, round half away from zero, clamp
+/// at 127), with the sum of each 32-value sub-block for the mins.
+struct Q8KRows {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    /// `sums[block * 8 + j]`: Σ of sub-block `j`'s quantized values.
+    sums: Vec<i32>,
+    kb: usize,
+    k: usize,
+}
+
+impl Q8KRows {
+    fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let kb = k / QK_K;
+        let mut qs = vec![0i8; m * k];
+        let mut d = vec![0f32; m * kb];
+        let mut sums = vec![0i32; m * kb * 8];
+        for (bi, (xs, q)) in x.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K)).enumerate() {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in xs {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            if amax == 0.0 {
+                continue;
+            }
+            let iscale = -128f32 / max;
+            for (qv, &v) in q.iter_mut().zip(xs) {
+                *qv = (iscale * v).round().min(127.0) as i8;
+            }
+            for j in 0..8 {
+                sums[bi * 8 + j] = q[32 * j..32 * (j + 1)].iter().map(|&v| v as i32).sum();
+            }
+            d[bi] = 1.0 / iscale;
+        }
+        Self { qs, d, sums, kb, k }
+    }
+}
+
+/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over one weight tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_kernel(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    rows: usize,
+    prefetch: bool,
+    out: *mut f32,
+    stride: usize,
+) {
+    match rows {
+        1 => tile_pass::<1>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        2 => tile_pass::<2>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        3 => tile_pass::<3>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        _ => tile_pass::<4>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+    }
+}
+
+/// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
+/// `out + r * stride`. Low and high nibbles (sub-blocks `2c` and `2c + 1`) accumulate in
+/// separate chains, so even one row keeps two `vpdpbusd` chains in flight.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pass<const R: usize>(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    prefetch: bool,
+    (out, stride): (*mut f32, usize),
+) {
+    use std::arch::x86_64::*;
+    let nib = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let qptr = act.qs.as_ptr();
+    let base = blocks.as_ptr();
+    let end = blocks.len();
+    for b in 0..kb {
+        let blk = &*base.add(first + b);
+        if prefetch {
+            let ahead = first + b + PREFETCH_BLOCKS;
+            if ahead < end {
+                let p = base.add(ahead) as *const i8;
+                for line in 0..(std::mem::size_of::<TileBlock>() / 64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
+                }
+            }
+        }
+        let wp = blk.qs.as_ptr() as *const __m512i;
+        let mut ap = [std::ptr::null::<i8>(); R];
+        for (r, p) in ap.iter_mut().enumerate() {
+            *p = qptr.add((r0 + r) * act.k + b * QK_K);
+        }
+        let mut isum = [_mm512_setzero_si512(); R];
+        for c in 0..4 {
+            let mut lo_acc = [_mm512_setzero_si512(); R];
+            let mut hi_acc = [_mm512_setzero_si512(); R];
+            for g in 0..8 {
+                let v = _mm512_load_si512(wp.add(c * 8 + g));
+                let lo = _mm512_and_si512(v, nib);
+                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
+                for r in 0..R {
+                    let a = ap[r].add(64 * c + 4 * g);
+                    let alo = _mm512_set1_epi32((a as *const i32).read_unaligned());
+                    let ahi = _mm512_set1_epi32((a.add(32) as *const i32).read_unaligned());
+                    lo_acc[r] = _mm512_dpbusd_epi32(lo_acc[r], lo, alo);
+                    hi_acc[r] = _mm512_dpbusd_epi32(hi_acc[r], hi, ahi);
+                }
+            }
+            let sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add(2 * c * TILE) as *const __m128i));
+            let sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + 1) * TILE) as *const __m128i));
+            for r in 0..R {
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(lo_acc[r], sc_lo));
+                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(hi_acc[r], sc_hi));
+            }
+        }
+        let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+        let wmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.dmin.as_ptr() as *const __m256i));
+        for r in 0..R {
+            let bi = (r0 + r) * act.kb + b;
+            let mut imin = _mm512_setzero_si512();
+            for j in 0..8 {
+                let mj = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add(j * TILE) as *const __m128i));
+                imin = _mm512_add_epi32(imin, _mm512_mullo_epi32(mj, _mm512_set1_epi32(act.sums[bi * 8 + j])));
+            }
+            let da = _mm512_set1_ps(act.d[bi]);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(wd, da), acc[r]);
+            acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(wmin, da), acc[r]);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::{Device, Module, Tensor};
+
+    /// Σ over blocks of d_a · Σ w · q_a, in f64 with the dequantized weights: the kernel's
+    /// arithmetic up to float rounding.
+    fn reference(w: &QTensor, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = w.shape().dims2().unwrap();
+        let wd = w.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let act = Q8KRows::new(x, m, k);
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for o in 0..n {
+                let mut s = 0f64;
+                for b in 0..k / QK_K {
+                    let mut bs = 0f64;
+                    for l in 0..QK_K {
+                        bs += wd[o * k + b * QK_K + l] as f64 * act.qs[r * k + b * QK_K + l] as f64;
+                    }
+                    s += bs * act.d[r * (k / QK_K) + b] as f64;
+                }
+                out[r * n + o] = s as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_q4_k_by_q8_k_dot_product() {
+        if !available() {
+            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            return;
+        }
+        let dev = Device::Cpu;
+        for (n, k, m) in [(16usize, 256usize, 1usize), (40, 512, 3), (256, 2560, 5), (33, 768, 9)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = PackedQ4K::pack(&[&q]).unwrap().unwrap().matmul(&x, m).unwrap();
+            let want = reference(&q, &x, m);
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4 * scale.max(1.0), "({n},{k},{m}): max abs diff {worst} (outputs up to {scale})");
+            // and as close to candle's Q4_K matmul as 8-bit activations allow
+            let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+            let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).unwrap()).unwrap().forward(&xt).unwrap();
+            let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let off = got.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(off <= 0.03 * scale, "({n},{k},{m}): {off} from candle's result");
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_and_in_any_batch() {
+        if !available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (48, 512);
+        let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        let p = PackedQ4K::pack(&[&q]).unwrap().unwrap();
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (11, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let all = p.matmul(&x, 11).unwrap();
+        for r in 0..11 {
+            let alone = p.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
+            assert_eq!(&all[r * n..(r + 1) * n], alone.as_slice(), "row {r}");
+        }
+    }
+
+    #[test]
+    fn fused_pack_equals_separate_matmuls_and_other_types_are_declined() {
+        if !available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let a = QTensor::quantize(&Tensor::randn(0f32, 1.0, (48, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        let b = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        let x: Vec<f32> = (0..2 * 256).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let fused = PackedQ4K::pack(&[&a, &b]).unwrap().unwrap().matmul(&x, 2).unwrap();
+        let pa = PackedQ4K::pack(&[&a]).unwrap().unwrap().matmul(&x, 2).unwrap();
+        let pb = PackedQ4K::pack(&[&b]).unwrap().unwrap().matmul(&x, 2).unwrap();
+        for r in 0..2 {
+            assert_eq!(&fused[r * 64..r * 64 + 48], &pa[r * 48..(r + 1) * 48]);
+            assert_eq!(&fused[r * 64 + 48..(r + 1) * 64], &pb[r * 16..(r + 1) * 16]);
+        }
+        let q8 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
+        assert!(PackedQ4K::pack(&[&q8]).unwrap().is_none());
+        // the repacked tiles stay within 3% of the stored bytes
+        let p = PackedQ4K::pack(&[&a]).unwrap().unwrap();
+        assert!((p.bytes() as f64) <= 1.03 * a.storage_size_in_bytes() as f64, "{} vs {}", p.bytes(), a.storage_size_in_bytes());
+    }
+}
