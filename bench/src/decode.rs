@@ -36,14 +36,25 @@ pub struct DecodePoint {
     pub kv_bytes: usize,
 }
 
-/// Prompt of roughly `n` tokens cut from ordinary English text.
-pub fn synthetic_prompt(engine: &Engine, n: usize) -> anyhow::Result<Vec<u32>> {
-    let text = "The history of the lighthouse is a story of people who kept a light burning for \
+/// Ordinary English text the benchmark prompts are cut from.
+pub const PROMPT_TEXT: &str = "The history of the lighthouse is a story of people who kept a light burning for \
                 ships they would never meet. Every evening the keeper climbed the stairs, cleaned \
                 the lens, trimmed the wick and watched the sea until morning came again. ";
-    let mut ids = engine.encode_prompt(&text.repeat(1 + n / 40))?;
+
+/// Prompt of roughly `n` tokens cut from ordinary English text.
+pub fn synthetic_prompt(engine: &Engine, n: usize) -> anyhow::Result<Vec<u32>> {
+    let mut ids = engine.encode_prompt(&PROMPT_TEXT.repeat(1 + n / 40))?;
     ids.truncate(n.max(1));
     Ok(ids)
+}
+
+/// Prefill [`PROMPT_TEXT`] and decode one token (what "load to first token" times after the
+/// load); returns that token.
+pub fn first_token(engine: &Engine) -> anyhow::Result<u32> {
+    let prompt = engine.encode_prompt(PROMPT_TEXT)?;
+    let (_, out) = engine.prefill(&prompt)?;
+    let logits = out.logits.ok_or_else(|| anyhow::anyhow!("no logits"))?.get(0)?.to_vec1::<f32>()?;
+    Ok(argmax(&logits))
 }
 
 /// Run the decode benchmark on `engine`.

@@ -7,6 +7,7 @@
 //! - [`decode`]: decode tok/s at batch 1 and aggregate tok/s for forked lockstep rows, next to
 //!   llama.cpp's `llama-bench` / `llama-batched-bench` on the same GGUF when they are built
 //!   (`bench/llamacpp/build.sh`).
+//! - [`footprint`]: load to first token and peak memory, ours and llama.cpp's;
 //! - [`search`]: wall time per committed token of every search controller vs. greedy, and of
 //!   `deal` vs. a naive implementation of the same search (rows one at a time, the prefix
 //!   recomputed every step).
@@ -19,6 +20,7 @@
 
 pub mod concurrent;
 pub mod decode;
+pub mod footprint;
 pub mod heads;
 pub mod kernel;
 pub mod llamacpp;

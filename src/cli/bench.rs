@@ -244,8 +244,49 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
     if a.batches.is_empty() || a.batches.contains(&0) || a.steps == 0 {
         anyhow::bail!("--batches needs positive sizes and --steps must be > 0");
     }
-    let engine = a.model.load()?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let path = a.model.path()?;
+    // llama.cpp's load to first token and peak memory on the same file, run twice so that both
+    // engines read it from a warm page cache
+    let peer_fp = if a.no_peer {
+        None
+    } else {
+        let text = deal_bench::decode::PROMPT_TEXT;
+        let _ = deal_bench::footprint::llamacpp(&path, text);
+        match deal_bench::footprint::llamacpp(&path, text) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("llama.cpp load/memory: {e} (build it with bench/llamacpp/build.sh)");
+                None
+            }
+        }
+    };
+    let (rss0, _) = deal_bench::footprint::rss_self();
+    let t0 = std::time::Instant::now();
+    let engine = a.model.load()?;
+    let (rss_loaded, _) = deal_bench::footprint::rss_self();
+    deal_bench::decode::first_token(&engine)?;
+    let ours_fp = deal_bench::footprint::Footprint { first_token_secs: t0.elapsed().as_secs_f64(), peak_rss: deal_bench::footprint::rss_self().1 };
+    let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    println!(
+        "weights resident: {:.1} MB after load ({:.2}x the {:.1} MB file)",
+        rss_loaded.saturating_sub(rss0) as f64 / 1e6,
+        rss_loaded.saturating_sub(rss0) as f64 / file_bytes.max(1) as f64,
+        file_bytes as f64 / 1e6
+    );
+    let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}x", a / b));
+    println!(
+        "load to first token: deal {:.2} s, llama.cpp {} ({})",
+        ours_fp.first_token_secs,
+        peer_fp.map_or("-".into(), |f| format!("{:.2} s", f.first_token_secs)),
+        ratio(ours_fp.first_token_secs, peer_fp.map(|f| f.first_token_secs))
+    );
+    println!(
+        "peak RSS to first token: deal {:.1} MB, llama.cpp {} ({})",
+        ours_fp.peak_rss as f64 / 1e6,
+        peer_fp.map_or("-".into(), |f| format!("{:.1} MB", f.peak_rss as f64 / 1e6)),
+        ratio(ours_fp.peak_rss as f64, peer_fp.map(|f| f.peak_rss as f64))
+    );
     let cfg = DecodeBench { prompt_tokens: a.prompt_tokens, steps: a.steps, batches: a.batches.clone(), warmup: 4 };
     eprintln!("deal bench decode: {} ({} threads), prompt {} tokens, {} steps", engine.name(), threads, cfg.prompt_tokens, cfg.steps);
     let ours = decode::run(&engine, &cfg)?;
@@ -279,6 +320,7 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
         );
         json.push(serde_json::json!({"batch": p.batch, "deal_tok_s": p.tok_per_s, "llamacpp_tok_s": peer_t, "ratio": ratio, "kv_bytes": p.kv_bytes}));
     }
+    json.push(serde_json::json!({"footprint": {"deal": ours_fp, "llamacpp": peer_fp, "weights_resident_bytes": rss_loaded.saturating_sub(rss0), "file_bytes": file_bytes}}));
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }

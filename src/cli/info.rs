@@ -40,5 +40,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let quants: Vec<String> = info.quant_types.iter().map(|(q, n)| format!("{q} x{n}")).collect();
     println!("tensor types    {}", quants.join(", "));
+    println!(
+        "weights in RAM  {:.1} MB on CPU by default ({:.2}x the file; --weights q8: {:.1} MB)",
+        info.resident_bytes as f64 / 1e6,
+        info.resident_bytes as f64 / info.file_bytes.max(1) as f64,
+        deal_engine::model::resident_estimate(&f, deal_engine::model::WeightMode::Q8) as f64 / 1e6
+    );
     Ok(())
 }

@@ -59,12 +59,55 @@ fn to_q8(mode: WeightMode, dtype: GgmlDType, device: &Device) -> bool {
 /// Read a weight as a [`QTensor`] held per `mode`.
 pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
     let t = f.tensor(name, device)?;
-    let target = match mode {
-        WeightMode::F32 if t.dtype() != GgmlDType::F32 => GgmlDType::F32,
-        _ if to_q8(mode, t.dtype(), device) => GgmlDType::Q8_0,
-        _ => return Ok(t),
+    match mode {
+        WeightMode::F32 if t.dtype() != GgmlDType::F32 => Ok(QTensor::quantize(&t.dequantize(device)?, GgmlDType::F32)?),
+        _ if to_q8(mode, t.dtype(), device) => requantize_q8(&t),
+        _ => Ok(t),
+    }
+}
+
+/// A CPU weight re-quantized to Q8_0, slabs of rows on every core (candle's own path is one
+/// thread: seconds per GB of weights at load).
+pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
+    let device = t.device();
+    let dims = t.shape().dims().to_vec();
+    let (rows, k) = match dims.as_slice() {
+        [r, k] if device.is_cpu() => (*r, *k),
+        _ => return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?),
     };
-    Ok(QTensor::quantize(&t.dequantize(device)?, target)?)
+    let dtype = t.dtype();
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
+    let data = t.data()?;
+    if data.len() != rows * row_bytes || k % 32 != 0 {
+        return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?);
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // slabs of ~1M values, handed out round-robin
+    let per = (1usize << 20).div_ceil(k).max(1);
+    let slabs: Vec<(usize, usize)> = (0..rows).step_by(per).map(|r| (r, (r + per).min(rows))).collect();
+    let convert = |(r0, r1): (usize, usize)| -> Result<Vec<u8>> {
+        let part = QTensor::new(
+            candle_core::quantized::QStorage::from_data(std::borrow::Cow::Borrowed(&data[r0 * row_bytes..r1 * row_bytes]), &Device::Cpu, dtype)?,
+            (r1 - r0, k),
+        )?;
+        Ok(QTensor::quantize(&part.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?.data()?.into_owned())
+    };
+    let mut parts: Vec<Option<Result<Vec<u8>>>> = (0..slabs.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let chunks: Vec<_> = parts.chunks_mut(slabs.len().div_ceil(workers).max(1)).zip(slabs.chunks(slabs.len().div_ceil(workers).max(1))).collect();
+        for (out, sl) in chunks {
+            s.spawn(move || {
+                for (o, &r) in out.iter_mut().zip(sl) {
+                    *o = Some(convert(r));
+                }
+            });
+        }
+    });
+    let mut bytes = Vec::with_capacity(rows * k / 32 * 34);
+    for p in parts {
+        bytes.extend_from_slice(&p.ok_or_else(|| crate::Error::Internal("a re-quantization thread stopped".into()))??);
+    }
+    Ok(QTensor::new(candle_core::quantized::QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, GgmlDType::Q8_0)?, (rows, k))?)
 }
 
 /// Weights repacked for one of our CPU kernels.
@@ -169,8 +212,7 @@ impl Linear {
     /// (see [`requantized_on_cpu`]) gets a Q8_0 copy for the matmul.
     pub fn from_arc(w: Arc<QTensor>, mode: WeightMode) -> Result<Self> {
         let w = if to_q8(mode, w.dtype(), &w.device()) {
-            let dev = w.device();
-            Arc::new(QTensor::quantize(&w.dequantize(&dev)?, GgmlDType::Q8_0)?)
+            Arc::new(requantize_q8(&w)?)
         } else {
             w
         };
@@ -393,4 +435,22 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
 /// Softmax over the last dimension.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_requantization_equals_candles() {
+        let dev = Device::Cpu;
+        for (dtype, rows, k) in [(GgmlDType::Q6K, 300, 512), (GgmlDType::Q5_0, 7, 640), (GgmlDType::Q4K, 5000, 256)] {
+            let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (rows, k), &dev).unwrap(), dtype).unwrap();
+            let ours = requantize_q8(&w).unwrap();
+            let theirs = QTensor::quantize(&w.dequantize(&dev).unwrap(), GgmlDType::Q8_0).unwrap();
+            assert_eq!(ours.dtype(), GgmlDType::Q8_0);
+            assert_eq!(ours.shape().dims(), &[rows, k]);
+            assert_eq!(ours.data().unwrap(), theirs.data().unwrap(), "{dtype:?}");
+        }
+    }
 }

@@ -106,6 +106,9 @@ pub struct ModelInfo {
     pub quant_types: Vec<(String, usize)>,
     /// Size of the GGUF file, bytes (0 if it could not be read).
     pub file_bytes: u64,
+    /// Bytes the weights take in memory once loaded on CPU in the default weight mode
+    /// (kernel tiles, re-quantized copies, the embedding and, when tied, its output copy).
+    pub resident_bytes: u64,
 }
 
 /// A loaded model: weights plus precomputed RoPE frequencies.
@@ -206,7 +209,8 @@ impl Model {
             *counts.entry(format!("{:?}", ti.ggml_dtype)).or_default() += 1;
         }
         let file_bytes = std::fs::metadata(f.path()).map(|m| m.len()).unwrap_or(0);
-        Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes })
+        let resident_bytes = resident_estimate(f, WeightMode::Requantize);
+        Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes, resident_bytes })
     }
 
     /// The model's hyper-parameters.
@@ -439,4 +443,35 @@ impl Model {
         }
         Ok(outs)
     }
+}
+
+/// Bytes the weights of `f` take in memory on CPU under `mode`: per tensor, its stored size,
+/// or the size of the type `mode` turns it into, or the Q4_K kernel's tiles (148 bytes per
+/// 144); the token embedding stays as stored (row lookups), and a tied output layer adds its
+/// matmul copy.
+pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
+    use candle_core::quantized::GgmlDType as T;
+    let size = |dtype: T, elems: usize| (elems / dtype.block_size() * dtype.type_size()) as u64;
+    let held = |dtype: T, elems: usize| -> u64 {
+        let is_float = matches!(dtype, T::F32 | T::F16 | T::BF16);
+        match mode {
+            WeightMode::F32 => (elems * 4) as u64,
+            WeightMode::Stored => size(dtype, elems),
+            _ if is_float || dtype == T::Q8_0 => size(dtype, elems),
+            WeightMode::Requantize if !layers::requantized_on_cpu(dtype) => size(dtype, elems) * 148 / 144,
+            _ => size(T::Q8_0, elems),
+        }
+    };
+    let infos = &f.content().tensor_infos;
+    let mut total = 0u64;
+    for (name, ti) in infos {
+        let elems = ti.shape.elem_count();
+        total += if name == "token_embd.weight" && mode != WeightMode::F32 { size(ti.ggml_dtype, elems) } else { held(ti.ggml_dtype, elems) };
+    }
+    if !infos.contains_key("output.weight") {
+        if let Some(ti) = infos.get("token_embd.weight") {
+            total += held(ti.ggml_dtype, ti.shape.elem_count());
+        }
+    }
+    total
 }
