@@ -54,3 +54,24 @@ pub fn llamacpp(model: &Path, prompt: &str) -> anyhow::Result<Footprint> {
     std::mem::forget(child); // already reaped
     Ok(Footprint { first_token_secs: secs, peak_rss: (ru.ru_maxrss as u64) << 10 })
 }
+
+/// Memory bandwidth of this machine, STREAM-style: every core copies its share of a buffer
+/// far larger than the caches; the best of 5 rounds, in bytes per second (read + write).
+pub fn copy_bandwidth() -> f64 {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = 256usize << 20;
+    let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..workers).map(|i| (vec![i as u8 + 1; per], vec![0u8; per])).collect();
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for (src, dst) in bufs.iter_mut() {
+                s.spawn(move || dst.copy_from_slice(src));
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        best = best.max((2 * per * workers) as f64 / secs);
+    }
+    std::hint::black_box(&bufs);
+    best
+}

@@ -287,6 +287,11 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
         peer_fp.map_or("-".into(), |f| format!("{:.1} MB", f.peak_rss as f64 / 1e6)),
         ratio(ours_fp.peak_rss as f64, peer_fp.map(|f| f.peak_rss as f64))
     );
+    let gguf = deal_engine::gguf::GgufFile::open(&path)?;
+    let ours_bytes = deal_engine::model::bytes_per_token(&gguf, a.model.weight_mode());
+    let peer_bytes = deal_engine::model::stored_bytes_per_token(&gguf);
+    drop(gguf);
+    let bw = deal_bench::footprint::copy_bandwidth();
     let cfg = DecodeBench { prompt_tokens: a.prompt_tokens, steps: a.steps, batches: a.batches.clone(), warmup: 4 };
     eprintln!("deal bench decode: {} ({} threads), prompt {} tokens, {} steps", engine.name(), threads, cfg.prompt_tokens, cfg.steps);
     let ours = decode::run(&engine, &cfg)?;
@@ -320,9 +325,21 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
         );
         json.push(serde_json::json!({"batch": p.batch, "deal_tok_s": p.tok_per_s, "llamacpp_tok_s": peer_t, "ratio": ratio, "kv_bytes": p.kv_bytes}));
     }
+    // the roofline of batch-1 decoding: weight bytes per token at this machine's copy bandwidth
+    let b1 = ours.iter().find(|p| p.batch == 1).map(|p| p.tok_per_s);
+    let peer_b1 = peer.iter().find(|(b, _)| *b == 1).map(|(_, t)| *t);
+    let (roof_ours, roof_peer) = (bw / ours_bytes.max(1) as f64, bw / peer_bytes.max(1) as f64);
+    println!("roofline (b=1): memory copy {:.1} GB/s; weights read per token: deal {:.1} MB, llama.cpp {:.1} MB", bw / 1e9, ours_bytes as f64 / 1e6, peer_bytes as f64 / 1e6);
+    println!(
+        "  at most deal {roof_ours:.1} tok/s (reached {}), llama.cpp {roof_peer:.1} tok/s (reached {})",
+        b1.map_or("-".into(), |t| format!("{:.0}%", 100.0 * t / roof_ours)),
+        peer_b1.map_or("-".into(), |t| format!("{:.0}%", 100.0 * t / roof_peer))
+    );
+    json.push(serde_json::json!({"roofline": {"copy_bytes_per_s": bw, "deal_bytes_per_token": ours_bytes, "llamacpp_bytes_per_token": peer_bytes}}));
     json.push(serde_json::json!({"footprint": {"deal": ours_fp, "llamacpp": peer_fp, "weights_resident_bytes": rss_loaded.saturating_sub(rss0), "file_bytes": file_bytes}}));
     if let Some(path) = a.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
 }
+

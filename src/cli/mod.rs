@@ -34,9 +34,10 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weights in memory: `requantize` (Q8_0 and Q4_K as stored, on deal's kernels; other
-    /// types to Q8_0 on CPU), `q8` (every type to Q8_0: more memory, faster on wide
-    /// batches), `stored` (as in the file), `f32` (exact reference arithmetic, 4x memory).
-    #[arg(long, default_value = "requantize", value_parser = ["requantize", "q8", "stored", "f32"])]
+    /// types to Q8_0 on CPU: fastest decode), `compact` (Q6_K as stored too: least memory,
+    /// fastest load), `q8` (every type to Q8_0: most memory, fastest on wide batches),
+    /// `stored` (as in the file, candle's kernels), `f32` (exact reference arithmetic).
+    #[arg(long, default_value = "requantize", value_parser = ["requantize", "compact", "q8", "stored", "f32"])]
     pub weights: String,
     /// Steer a model served by a remote OpenAI-compatible engine (llama.cpp's server, vLLM,
     /// SGLang, another deal) at this base URL instead of loading it here; `-m` then names a
@@ -85,16 +86,22 @@ impl ModelArgs {
         model_path(self.model.as_deref(), self.synthetic.as_deref())
     }
 
+    /// The `--weights` mode.
+    pub fn weight_mode(&self) -> WeightMode {
+        match self.weights.as_str() {
+            "stored" => WeightMode::Stored,
+            "f32" => WeightMode::F32,
+            "q8" => WeightMode::Q8,
+            "compact" => WeightMode::Compact,
+            _ => WeightMode::Requantize,
+        }
+    }
+
     /// Resolve the model path (fetching the default one if needed) and load the engine.
     pub fn load(&self) -> anyhow::Result<Engine> {
         let path = self.path()?;
         let mut opts = EngineOptions { device: parse_device(&self.device)?, ..Default::default() };
-        opts.load.weights = match self.weights.as_str() {
-            "stored" => WeightMode::Stored,
-            "f32" => WeightMode::F32,
-            "q8" => WeightMode::Q8,
-            _ => WeightMode::Requantize,
-        };
+        opts.load.weights = self.weight_mode();
         Ok(Engine::load(&path, &opts)?)
     }
 

@@ -1,10 +1,12 @@
 //! Hand-written CPU kernels for the hot paths, where candle's generic path leaves speed on the
-//! table: the batched Q4_K matmul on the stored 4-bit weights, the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
+//! table: the batched Q4_K and Q6_K matmuls on the stored weights (over Q8_K activations), the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
 //! cannot run, so callers fall back to candle), decode-step attention on plain slices, and
 //! vectorisable scalar math.
 
 pub mod attention;
 pub mod q4_k;
+pub mod q6_k;
+pub mod q8_k;
 pub use deal_backend::math;
 pub mod q8_0;
 
@@ -41,4 +43,86 @@ impl<'a> CpuSlice<'a> {
             _ => &[],
         }
     }
+}
+
+/// Output rows per weight tile of the packed matmul kernels.
+pub(crate) const TILE: usize = 16;
+
+/// The driver shared by the packed matmul kernels: `[m, n]` outputs, row-major, computed tile
+/// by tile (16 outputs) on candle's persistent thread pool (the same threads candle's own
+/// matmuls use, so the two never oversubscribe the cores), `rows_per_pass` (≤ 8) activation
+/// rows at a time. `pass(tile, r0, rows, first, out, stride)` writes rows `r0..r0 + rows` of
+/// the tile's 16 outputs to `out + r * stride`; `first` marks a tile's first pass (the one
+/// that streams its weights from memory). A last tile narrower than 16 goes through a
+/// scratch buffer.
+pub(crate) fn tiled_matmul<F>(n: usize, m: usize, rows_per_pass: usize, pass: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, usize, bool, *mut f32, usize) + Sync,
+{
+    let rows_per_pass = rows_per_pass.clamp(1, 8);
+    let tiles = n.div_ceil(TILE);
+    let mut dst = vec![0f32; m * n];
+    let dst_ptr = dst.as_mut_ptr() as usize;
+    candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+        for t in range {
+            let width = TILE.min(n - t * TILE);
+            let mut scratch = [0f32; TILE * 8];
+            let mut r0 = 0;
+            while r0 < m {
+                let rows = (m - r0).min(rows_per_pass);
+                let (out, stride) = if width == TILE {
+                    // SAFETY: tile `t` writes columns [16t, 16t+16) of rows r0..r0+rows,
+                    // inside dst (m x n) and disjoint from every other tile's columns.
+                    (unsafe { (dst_ptr as *mut f32).add(r0 * n + t * TILE) }, n)
+                } else {
+                    (scratch.as_mut_ptr(), TILE)
+                };
+                pass(t, r0, rows, r0 == 0, out, stride);
+                if width < TILE {
+                    for r in 0..rows {
+                        // SAFETY: row r0+r, columns [16t, 16t+width) of dst, owned by tile t.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(scratch.as_ptr().add(r * TILE), (dst_ptr as *mut f32).add((r0 + r) * n + t * TILE), width)
+                        };
+                    }
+                }
+                r0 += rows;
+            }
+        }
+    });
+    dst
+}
+
+/// Repack row-major quantized `rows` (each `kb` blocks of `block_bytes`) into tiles of 16
+/// rows, `kb` tile-blocks per tile, on every core: `fill(tile_block, lane, src_block)` copies
+/// row `lane` of a tile's block in. Rows past the end leave `empty` in place.
+pub(crate) fn pack_tiles<B, F>(rows: &[&[u8]], kb: usize, block_bytes: usize, empty: B, fill: F) -> Vec<B>
+where
+    B: Clone + Send,
+    F: Fn(&mut B, usize, &[u8]) + Sync,
+{
+    let tiles = rows.len().div_ceil(TILE);
+    let mut blocks = vec![empty; tiles * kb];
+    if kb == 0 {
+        return blocks;
+    }
+    let workers = std::thread::available_parallelism().map_or(1, |w| w.get()).max(1);
+    let per = tiles.div_ceil(workers).max(1);
+    std::thread::scope(|s| {
+        for (w, chunk) in blocks.chunks_mut(per * kb).enumerate() {
+            let fill = &fill;
+            s.spawn(move || {
+                for (i, tile) in chunk.chunks_mut(kb).enumerate() {
+                    let t = w * per + i;
+                    for lane in 0..TILE {
+                        let Some(row) = rows.get(t * TILE + lane) else { break };
+                        for (b, blk) in tile.iter_mut().enumerate() {
+                            fill(blk, lane, &row[b * block_bytes..(b + 1) * block_bytes]);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    blocks
 }

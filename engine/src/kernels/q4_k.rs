@@ -20,15 +20,15 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 
+use super::q8_k::{Q8KRows, QK_K};
 use crate::{Error, Result};
 
-const QK_K: usize = 256;
 const BLOCK_BYTES: usize = 144;
-const TILE: usize = 16;
+use super::TILE;
 /// Activation rows processed per pass over a weight tile (registers hold 4 rows' sums).
 pub const ROWS_PER_PASS: usize = 4;
 /// How far ahead the weights are prefetched, in tile-blocks (about 9 KiB).
-const PREFETCH_BLOCKS: usize = 4;
+const PREFETCH_BLOCKS: usize = 12;
 
 /// One 256-value block of 16 rows.
 #[repr(C, align(64))]
@@ -99,43 +99,21 @@ impl PackedQ4K {
             rows.extend(data.chunks_exact(row_bytes));
         }
         let n = rows.len();
-        let tiles = n.div_ceil(TILE);
         let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
-        let mut blocks = vec![empty; tiles * kb];
-        // tiles are independent: repack them on every core
-        let tile_blocks = blocks.chunks_mut(kb).enumerate();
-        std::thread::scope(|s| {
-            let workers = std::thread::available_parallelism().map_or(1, |w| w.get()).max(1);
-            let mut lanes: Vec<Vec<(usize, &mut [TileBlock])>> = (0..workers).map(|_| Vec::new()).collect();
-            for (t, tb) in tile_blocks {
-                lanes[t % workers].push((t, tb));
+        let blocks = super::pack_tiles(&rows, kb, BLOCK_BYTES, empty, |blk, lane, src| {
+            blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+            blk.dmin[lane] = u16::from_le_bytes([src[2], src[3]]);
+            for j in 0..8 {
+                let (sc, m) = scale_min(j, &src[4..16]);
+                blk.sc[j * TILE + lane] = sc;
+                blk.m[j * TILE + lane] = m;
             }
-            for lane in lanes {
-                let rows = &rows;
-                s.spawn(move || {
-                    for (t, tb) in lane {
-                        for lane_row in 0..TILE {
-                            let Some(row) = rows.get(t * TILE + lane_row) else { break };
-                            for (b, blk) in tb.iter_mut().enumerate() {
-                                let src = &row[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
-                                blk.d[lane_row] = u16::from_le_bytes([src[0], src[1]]);
-                                blk.dmin[lane_row] = u16::from_le_bytes([src[2], src[3]]);
-                                for j in 0..8 {
-                                    let (sc, m) = scale_min(j, &src[4..16]);
-                                    blk.sc[j * TILE + lane_row] = sc;
-                                    blk.m[j * TILE + lane_row] = m;
-                                }
-                                let qs = &src[16..];
-                                for c in 0..4 {
-                                    for g in 0..8 {
-                                        let at = ((c * 8 + g) * TILE + lane_row) * 4;
-                                        blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                });
+            let qs = &src[16..];
+            for c in 0..4 {
+                for g in 0..8 {
+                    let at = ((c * 8 + g) * TILE + lane) * 4;
+                    blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
+                }
             }
         });
         Ok(Some(Self { n, k, blocks }))
@@ -163,89 +141,15 @@ impl PackedQ4K {
         }
         let act = Q8KRows::new(lhs, m, self.k);
         let kb = self.k / QK_K;
-        let tiles = self.n.div_ceil(TILE);
-        let n = self.n;
-        let mut dst = vec![0f32; m * n];
-        let dst_ptr = dst.as_mut_ptr() as usize;
-        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
-            for t in range {
-                let width = TILE.min(n - t * TILE);
-                let mut scratch = [0f32; TILE * ROWS_PER_PASS];
-                let mut r0 = 0;
-                while r0 < m {
-                    let rows = (m - r0).min(ROWS_PER_PASS);
-                    let (out, stride) = if width == TILE {
-                        // SAFETY: tile `t` writes columns [16t, 16t+16) of rows r0..r0+rows,
-                        // inside dst (m x n) and disjoint from every other tile's columns.
-                        (unsafe { (dst_ptr as *mut f32).add(r0 * n + t * TILE) }, n)
-                    } else {
-                        (scratch.as_mut_ptr(), TILE)
-                    };
-                    // SAFETY: `available()` was checked when the weights were packed; `out`
-                    // has `rows` rows of 16 floats at `stride`.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, r0 == 0, out, stride)
-                    };
-                    if width < TILE {
-                        for r in 0..rows {
-                            // SAFETY: row r0+r, columns [16t, 16t+width) of dst, owned by tile t.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    scratch.as_ptr().add(r * TILE),
-                                    (dst_ptr as *mut f32).add((r0 + r) * n + t * TILE),
-                                    width,
-                                )
-                            };
-                        }
-                    }
-                    r0 += rows;
-                }
-            }
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+            // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
+            // rows of 16 floats at `stride`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+            };
         });
         Ok(dst)
-    }
-}
-
-/// Activations quantized per 256 values as ggml's Q8_K (as candle computes it: scale
-/// `max / -128` of the value with the largest magnitude, round half away from zero, clamp
-/// at 127), with the sum of each 32-value sub-block for the mins.
-struct Q8KRows {
-    qs: Vec<i8>,
-    d: Vec<f32>,
-    /// `sums[block * 8 + j]`: Σ of sub-block `j`'s quantized values.
-    sums: Vec<i32>,
-    kb: usize,
-    k: usize,
-}
-
-impl Q8KRows {
-    fn new(x: &[f32], m: usize, k: usize) -> Self {
-        let kb = k / QK_K;
-        let mut qs = vec![0i8; m * k];
-        let mut d = vec![0f32; m * kb];
-        let mut sums = vec![0i32; m * kb * 8];
-        for (bi, (xs, q)) in x.chunks_exact(QK_K).zip(qs.chunks_exact_mut(QK_K)).enumerate() {
-            let (mut max, mut amax) = (0f32, 0f32);
-            for &v in xs {
-                if amax < v.abs() {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
-                continue;
-            }
-            let iscale = -128f32 / max;
-            for (qv, &v) in q.iter_mut().zip(xs) {
-                *qv = (iscale * v).round().min(127.0) as i8;
-            }
-            for j in 0..8 {
-                sums[bi * 8 + j] = q[32 * j..32 * (j + 1)].iter().map(|&v| v as i32).sum();
-            }
-            d[bi] = 1.0 / iscale;
-        }
-        Self { qs, d, sums, kb, k }
     }
 }
 
@@ -338,7 +242,7 @@ unsafe fn tile_pass<const R: usize>(
             let mut imin = _mm512_setzero_si512();
             for j in 0..8 {
                 let mj = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add(j * TILE) as *const __m128i));
-                imin = _mm512_add_epi32(imin, _mm512_mullo_epi32(mj, _mm512_set1_epi32(act.sums[bi * 8 + j])));
+                imin = _mm512_add_epi32(imin, _mm512_mullo_epi32(mj, _mm512_set1_epi32(act.sum32(bi, j))));
             }
             let da = _mm512_set1_ps(act.d[bi]);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(wd, da), acc[r]);

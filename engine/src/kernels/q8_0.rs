@@ -18,7 +18,7 @@ use half::f16;
 use crate::{Error, Result};
 
 const QK: usize = 32;
-const TILE: usize = 16;
+use super::TILE;
 /// Activation rows processed per pass over a weight tile.
 pub const ROWS_PER_PASS: usize = 8;
 /// How far ahead of the block being multiplied the weights are prefetched, in blocks (about
@@ -86,21 +86,14 @@ impl PackedQ8 {
         }
         let n = rows.len();
         let kb = k / QK;
-        let tiles = n.div_ceil(TILE);
         let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
-        let mut blocks = vec![empty; tiles * kb];
-        for (r, row) in rows.iter().enumerate() {
-            let (t, lane) = (r / TILE, r % TILE);
-            for b in 0..kb {
-                let src = &row[b * 34..(b + 1) * 34];
-                let blk = &mut blocks[t * kb + b];
-                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-                for (i, &q) in src[2..].iter().enumerate() {
-                    let (g, j) = (i / 4, i % 4);
-                    blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
-                }
+        let blocks = super::pack_tiles(&rows, kb, 34, empty, |blk, lane, src| {
+            blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+            for (i, &q) in src[2..].iter().enumerate() {
+                let (g, j) = (i / 4, i % 4);
+                blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
             }
-        }
+        });
         Ok(Some(Self { n, k, blocks }))
     }
 
@@ -121,48 +114,13 @@ impl PackedQ8 {
         }
         let act = QuantizedRows::new(lhs, m, self.k);
         let kb = self.k / QK;
-        let tiles = self.n.div_ceil(TILE);
-        let n = self.n;
-        let mut dst = vec![0f32; m * n];
-        let dst_ptr = dst.as_mut_ptr() as usize;
-        // candle's persistent pool: the same threads candle's own matmuls use, so the two
-        // never oversubscribe the cores.
-        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
-            for t in range {
-                let width = TILE.min(n - t * TILE);
-                // a last tile narrower than 16 outputs goes through a scratch buffer
-                let mut scratch = [0f32; TILE * ROWS_PER_PASS];
-                let mut r0 = 0;
-                while r0 < m {
-                    let rows = (m - r0).min(ROWS_PER_PASS);
-                    let (out, stride) = if width == TILE {
-                        // SAFETY: tile `t` writes columns [16t, 16t+16) of rows r0..r0+rows,
-                        // inside dst (m x n) and disjoint from every other tile's columns.
-                        (unsafe { (dst_ptr as *mut f32).add(r0 * n + t * TILE) }, n)
-                    } else {
-                        (scratch.as_mut_ptr(), TILE)
-                    };
-                    // SAFETY: `available()` was checked when the weights were packed; `out`
-                    // has `rows` rows of 16 floats at `stride`.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, r0 == 0, out, stride)
-                    };
-                    if width < TILE {
-                        for r in 0..rows {
-                            // SAFETY: row r0+r, columns [16t, 16t+width) of dst, owned by tile t.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    scratch.as_ptr().add(r * TILE),
-                                    (dst_ptr as *mut f32).add((r0 + r) * n + t * TILE),
-                                    width,
-                                )
-                            };
-                        }
-                    }
-                    r0 += rows;
-                }
-            }
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+            // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
+            // rows of 16 floats at `stride`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+            };
         });
         Ok(dst)
     }

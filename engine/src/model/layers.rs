@@ -8,18 +8,20 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::gguf::GgufFile;
 use crate::kernels::q4_k::PackedQ4K;
+use crate::kernels::q6_k::PackedQ6K;
 use crate::kernels::q8_0::PackedQ8;
 use crate::model::config::RopeStyle;
 use crate::Result;
 
-/// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
-/// those without a kernel of ours on the stored format. Q8_0 and (with AVX512-VNNI) Q4_K run
-/// as stored; the others (Q5_0, Q4_0, Q6_K, ...) become Q8_0, whose kernel is faster than
-/// candle's on these shapes (Q4_0/Q5_0: +20% decode). Both kernels are **batch-invariant**:
-/// a row's result does not depend on which other rows share the matmul (integer block sums,
-/// one accumulation order), so merged passes of concurrent requests give each request
-/// exactly what it gets alone, and a seed reproduces its text under any load. candle's
-/// K-quant kernels take different paths for one row and for several.
+/// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`] (the
+/// default): Q8_0 and (with AVX512-VNNI) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K,
+/// ...) become Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20%
+/// decode) and faster than our Q6_K kernel (which [`WeightMode::Compact`] uses instead, for
+/// memory and load time). All our kernels are **batch-invariant**: a row's result does not
+/// depend on which other rows share the matmul (integer block sums, one accumulation order),
+/// so merged passes of concurrent requests give each request exactly what it gets alone, and
+/// a seed reproduces its text under any load. candle's K-quant kernels take different paths
+/// for one row and for several.
 pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
     match dtype {
         GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => false,
@@ -28,17 +30,26 @@ pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
     }
 }
 
+/// Types [`WeightMode::Compact`] keeps as stored on our kernels.
+fn compact_kernel(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) && crate::kernels::q4_k::available()
+}
+
 /// How matmul weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightMode {
-    /// As stored in the GGUF.
+    /// As stored in the GGUF, on candle's kernels.
     Stored,
-    /// As stored where deal has a kernel for the format (Q8_0, Q4_K); other quantized types
-    /// become Q8_0 (CPU only). The default.
+    /// Q8_0 and Q4_K as stored on deal's kernels; other quantized types (Q6_K, Q5_0, ...)
+    /// become Q8_0 (CPU only). The default: the fastest decode.
     Requantize,
+    /// Q8_0, Q4_K and Q6_K as stored on deal's kernels; other types become Q8_0. The least
+    /// memory (about the file's size) and the fastest load; Q6_K matrices (the output layer
+    /// of most Q4_K_M files) decode slower than as Q8_0.
+    Compact,
     /// Every quantized matmul weight becomes Q8_0 (CPU only): about twice the memory of a
-    /// Q4_K file and slower to load; faster where many rows share each pass (prefill, wide
-    /// batches), which `deal bench decode` shows per model.
+    /// Q4_K file and slower to load; the fastest where many rows share each pass (prefill,
+    /// wide batches), as `deal bench decode` shows per model.
     Q8,
     /// Dequantized to f32: exact reference arithmetic (4x the memory, slower). Quantized
     /// matmuls round activations to 8 bits, so two schedules of the same computation can
@@ -51,6 +62,7 @@ fn to_q8(mode: WeightMode, dtype: GgmlDType, device: &Device) -> bool {
     device.is_cpu()
         && match mode {
             WeightMode::Requantize => requantized_on_cpu(dtype),
+            WeightMode::Compact => requantized_on_cpu(dtype) && !compact_kernel(dtype),
             WeightMode::Q8 => !matches!(dtype, GgmlDType::Q8_0 | GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16),
             _ => false,
         }
@@ -116,6 +128,8 @@ pub enum Packed {
     Q8(PackedQ8),
     /// Q4_K as stored, 4 activation rows per weight load.
     Q4K(PackedQ4K),
+    /// Q6_K as stored, 4 activation rows per weight load.
+    Q6K(PackedQ6K),
 }
 
 impl Packed {
@@ -125,7 +139,10 @@ impl Packed {
         if let Some(p) = PackedQ8::pack(ws)? {
             return Ok(Some(Packed::Q8(p)));
         }
-        Ok(PackedQ4K::pack(ws)?.map(Packed::Q4K))
+        if let Some(p) = PackedQ4K::pack(ws)? {
+            return Ok(Some(Packed::Q4K(p)));
+        }
+        Ok(PackedQ6K::pack(ws)?.map(Packed::Q6K))
     }
 
     /// Output width.
@@ -133,6 +150,7 @@ impl Packed {
         match self {
             Packed::Q8(p) => p.n(),
             Packed::Q4K(p) => p.n(),
+            Packed::Q6K(p) => p.n(),
         }
     }
 
@@ -141,6 +159,7 @@ impl Packed {
         match self {
             Packed::Q8(p) => p.matmul(lhs, m),
             Packed::Q4K(p) => p.matmul(lhs, m),
+            Packed::Q6K(p) => p.matmul(lhs, m),
         }
     }
 }

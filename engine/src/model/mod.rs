@@ -446,8 +446,8 @@ impl Model {
 }
 
 /// Bytes the weights of `f` take in memory on CPU under `mode`: per tensor, its stored size,
-/// or the size of the type `mode` turns it into, or the Q4_K kernel's tiles (148 bytes per
-/// 144); the token embedding stays as stored (row lookups), and a tied output layer adds its
+/// or the size of the type `mode` turns it into, or the K-quant kernels' tiles (Q4_K: 148
+/// bytes per 144, Q6_K: 3392 per 3360); the token embedding stays as stored (row lookups), and a tied output layer adds its
 /// matmul copy.
 pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
     use candle_core::quantized::GgmlDType as T;
@@ -458,7 +458,8 @@ pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
             WeightMode::F32 => (elems * 4) as u64,
             WeightMode::Stored => size(dtype, elems),
             _ if is_float || dtype == T::Q8_0 => size(dtype, elems),
-            WeightMode::Requantize if !layers::requantized_on_cpu(dtype) => size(dtype, elems) * 148 / 144,
+            WeightMode::Requantize | WeightMode::Compact if dtype == T::Q4K && !layers::requantized_on_cpu(dtype) => size(dtype, elems) * 148 / 144,
+            WeightMode::Compact if dtype == T::Q6K && !layers::requantized_on_cpu(T::Q4K) => size(dtype, elems) * 3392 / 3360,
             _ => size(T::Q8_0, elems),
         }
     };
@@ -474,4 +475,27 @@ pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
         }
     }
     total
+}
+
+/// Weight bytes one decode step reads on CPU under `mode` (the roofline of memory-bound
+/// decoding): [`resident_estimate`] less the token embedding as stored, of which a step reads
+/// only its tokens' rows (a tied output layer reads its own copy, counted there).
+pub fn bytes_per_token(f: &GgufFile, mode: WeightMode) -> u64 {
+    let embd = f.content().tensor_infos.get("token_embd.weight").map_or(0, |ti| {
+        let t = ti.ggml_dtype;
+        let elems = ti.shape.elem_count();
+        if mode == WeightMode::F32 { elems as u64 * 4 } else { (elems / t.block_size() * t.type_size()) as u64 }
+    });
+    resident_estimate(f, mode).saturating_sub(embd)
+}
+
+/// The same for llama.cpp, which reads every weight as stored: the file's tensors less the
+/// embedding when the output layer is a tensor of its own.
+pub fn stored_bytes_per_token(f: &GgufFile) -> u64 {
+    let infos = &f.content().tensor_infos;
+    infos
+        .iter()
+        .filter(|(name, _)| !(name.as_str() == "token_embd.weight" && infos.contains_key("output.weight")))
+        .map(|(_, ti)| (ti.shape.elem_count() / ti.ggml_dtype.block_size() * ti.ggml_dtype.type_size()) as u64)
+        .sum()
 }

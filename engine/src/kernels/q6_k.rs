@@ -1,0 +1,338 @@
+//! Batched Q6_K matmul with AVX512-VNNI, on the weights as stored (6.6 bits per value).
+//!
+//! A Q6_K block holds 256 values of one row in 210 bytes: 128 bytes of low 4 bits (`ql`), 64
+//! bytes of high 2 bits (`qh`), 16 signed 8-bit scales (one per 16 values) and an f16 `d`. In
+//! half `h` (128 values), byte `l < 32` of `ql` (and `l + 32`) and byte `l` of `qh` give the
+//! values `128h + l + 32k` for `k = 0..4`; a value is `d · sc · (q − 32)`.
+//!
+//! At load the blocks of 16 rows are interleaved into tiles ([`TileBlock`]) with the same
+//! 3360 bytes plus cache-line padding (+1%; the bits are only regrouped: 4 consecutive bytes of each of the 16 rows per
+//! 64-byte vector). The kernel rebuilds each 6-bit value from its `ql` nibble and `qh` pair
+//! (unsigned 0..63), multiplies with activations quantized per 256 values (Q8_K, as ggml's
+//! Q6_K dot product) in `vpmaddubsw` and applies the 16 scales in the same `vpdpwssd`, the
+//! `−32` offset as `32 · Σ sc · Σ q_a` per 16 values, and `d` once per block; each weight
+//! vector serves up to [`ROWS_PER_PASS`] activation rows.
+//!
+//! As the other kernels, every row's result is a fixed sequence of exact integer sums and the
+//! same float operations whatever the other rows are: batch-invariant.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+
+use super::q8_k::{Q8KRows, QK_K};
+use super::TILE;
+use crate::{Error, Result};
+
+const BLOCK_BYTES: usize = 210;
+/// Activation rows processed per pass over a weight tile.
+pub const ROWS_PER_PASS: usize = 4;
+/// How far ahead the weights are prefetched, in tile-blocks (about 10 KiB).
+const PREFETCH_BLOCKS: usize = 8;
+
+/// One 256-value block of 16 rows: the 3360 bytes of the 16 Q6_K blocks it replaces, padded
+/// to whole cache lines (3392).
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct TileBlock {
+    /// `ql[h][p][g][row][i]` = byte `64h + 32p + 4g + i` of `row`'s `ql`.
+    ql: [u8; 128 * TILE],
+    /// `qh[h][g][row][i]` = byte `32h + 4g + i` of `row`'s `qh`.
+    qh: [u8; 64 * TILE],
+    /// `sc[j][row]`: scale of values `16j .. 16j + 16`.
+    sc: [i8; 16 * TILE],
+    /// Per-row `d` as f16 bits.
+    d: [u16; TILE],
+}
+
+/// Q6_K weights `[n, k]` repacked for the VNNI kernel.
+pub struct PackedQ6K {
+    n: usize,
+    k: usize,
+    blocks: Vec<TileBlock>,
+}
+
+/// Whether this CPU can run the kernel.
+pub fn available() -> bool {
+    super::q8_0::available()
+}
+
+impl PackedQ6K {
+    /// Repack Q6_K weights; several tensors with the same `k` are stacked along `n`. `None`
+    /// if a tensor is not Q6_K on the CPU, or the CPU lacks AVX512-VNNI.
+    pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        if !available() || ts.is_empty() {
+            return Ok(None);
+        }
+        let mut k = 0;
+        let mut datas = Vec::with_capacity(ts.len());
+        for t in ts {
+            if t.dtype() != GgmlDType::Q6K || !t.device().is_cpu() {
+                return Ok(None);
+            }
+            let (n, tk) = t.shape().dims2()?;
+            if (k != 0 && tk != k) || tk % QK_K != 0 {
+                return Ok(None);
+            }
+            k = tk;
+            datas.push((t.data()?, n));
+        }
+        let kb = k / QK_K;
+        let row_bytes = kb * BLOCK_BYTES;
+        let mut rows: Vec<&[u8]> = Vec::new();
+        for (data, n) in &datas {
+            if data.len() != n * row_bytes {
+                return Err(Error::Gguf(format!("Q6_K tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
+            }
+            rows.extend(data.chunks_exact(row_bytes));
+        }
+        let n = rows.len();
+        let empty = TileBlock { ql: [0; 128 * TILE], qh: [0; 64 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
+        let blocks = super::pack_tiles(&rows, kb, BLOCK_BYTES, empty, |blk, lane, src| {
+            let (ql, qh, sc) = (&src[..128], &src[128..192], &src[192..208]);
+            blk.d[lane] = u16::from_le_bytes([src[208], src[209]]);
+            for (j, &s) in sc.iter().enumerate() {
+                blk.sc[j * TILE + lane] = s as i8;
+            }
+            for h in 0..2 {
+                for g in 0..8 {
+                    for p in 0..2 {
+                        let at = (((h * 2 + p) * 8 + g) * TILE + lane) * 4;
+                        let from = 64 * h + 32 * p + 4 * g;
+                        blk.ql[at..at + 4].copy_from_slice(&ql[from..from + 4]);
+                    }
+                    let at = ((h * 8 + g) * TILE + lane) * 4;
+                    let from = 32 * h + 4 * g;
+                    blk.qh[at..at + 4].copy_from_slice(&qh[from..from + 4]);
+                }
+            }
+        });
+        Ok(Some(Self { n, k, blocks }))
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes the packed weights hold.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<TileBlock>()
+    }
+
+    /// `dst[m, n] = lhs[m, k] · Wᵀ`.
+    pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        if lhs.len() != m * self.k {
+            return Err(Error::invalid(format!("lhs has {} values, expected {m} x {}", lhs.len(), self.k)));
+        }
+        let act = Q8KRows::new(lhs, m, self.k);
+        let kb = self.k / QK_K;
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+            // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
+            // rows of 16 floats at `stride`.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+            };
+        });
+        Ok(dst)
+    }
+}
+
+/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over one weight tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_kernel(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    rows: usize,
+    prefetch: bool,
+    out: *mut f32,
+    stride: usize,
+) {
+    match rows {
+        1 => tile_pass::<1>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        2 => tile_pass::<2>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        3 => tile_pass::<3>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        _ => tile_pass::<4>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+    }
+}
+
+/// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
+/// `out + r * stride`. Each step loads one `ql` vector pair and one `qh` vector and rebuilds
+/// four 6-bit operands from them (values `l`, `l + 32`, `l + 64`, `l + 96` of a half); each
+/// operand meets the activations in `vpmaddubsw` (u6 × i8 pairs, at most 16128: no
+/// saturation) and `vpdpwssd` with the sub-block's scale in both 16-bit halves, so the scale
+/// costs no separate multiply and a row needs only its integer and float sums in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pass<const R: usize>(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    prefetch: bool,
+    (out, stride): (*mut f32, usize),
+) {
+    use std::arch::x86_64::*;
+    let low4 = _mm512_set1_epi8(0x0F);
+    let bits45 = _mm512_set1_epi8(0x30);
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let qptr = act.qs.as_ptr();
+    let base = blocks.as_ptr();
+    let end = blocks.len();
+    // the scales of sub-block j, sign-extended, in both 16-bit halves of each row's lane
+    let scale_pair = |sc: *const i8, j: usize| {
+        let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(j * TILE) as *const __m128i));
+        _mm512_or_si512(_mm512_and_si512(v, low16), _mm512_slli_epi32::<16>(v))
+    };
+    for b in 0..kb {
+        let blk = &*base.add(first + b);
+        if prefetch {
+            let ahead = first + b + PREFETCH_BLOCKS;
+            if ahead < end {
+                let p = base.add(ahead) as *const i8;
+                for line in 0..std::mem::size_of::<TileBlock>().div_ceil(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
+                }
+            }
+        }
+        let qlp = blk.ql.as_ptr() as *const __m512i;
+        let qhp = blk.qh.as_ptr() as *const __m512i;
+        let scp = blk.sc.as_ptr();
+        let mut ap = [std::ptr::null::<i8>(); R];
+        for (r, p) in ap.iter_mut().enumerate() {
+            *p = qptr.add((r0 + r) * act.k + b * QK_K);
+        }
+        let mut isum = [_mm512_setzero_si512(); R];
+        for h in 0..2 {
+            for is in 0..2 {
+                // sub-block 8h + is + 2kq holds values 128h + 16is + 32kq + (0..16)
+                let sc = [0, 1, 2, 3].map(|kq| scale_pair(scp, 8 * h + is + 2 * kq));
+                for gg in 0..4 {
+                    let g = 4 * is + gg;
+                    let l0 = _mm512_load_si512(qlp.add(h * 16 + g));
+                    let l1 = _mm512_load_si512(qlp.add(h * 16 + 8 + g));
+                    let hb = _mm512_load_si512(qhp.add(h * 8 + g));
+                    // value kq's high 2 bits sit at bits 2kq, 2kq+1 of its qh byte
+                    let u = [
+                        _mm512_or_si512(_mm512_and_si512(l0, low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
+                        _mm512_or_si512(_mm512_and_si512(l1, low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l0), low4), _mm512_and_si512(hb, bits45)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l1), low4), _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45)),
+                    ];
+                    for r in 0..R {
+                        let a = ap[r].add(128 * h + 4 * g);
+                        for kq in 0..4 {
+                            let av = _mm512_set1_epi32((a.add(32 * kq) as *const i32).read_unaligned());
+                            isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(u[kq], av), sc[kq]);
+                        }
+                    }
+                }
+            }
+        }
+        // the −32 offset of every value: 32 · Σ_j sc_j · Σ (activations of sub-block j), by
+        // pairs of sub-blocks in `vpdpwssd` (scales in the low / high 16 bits of each lane)
+        let mut pairs = [_mm512_setzero_si512(); 8];
+        for (p, v) in pairs.iter_mut().enumerate() {
+            let e = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add(2 * p * TILE) as *const __m128i));
+            let o = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((2 * p + 1) * TILE) as *const __m128i));
+            *v = _mm512_or_si512(_mm512_and_si512(e, low16), _mm512_slli_epi32::<16>(o));
+        }
+        let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+        for r in 0..R {
+            let bi = (r0 + r) * act.kb + b;
+            let sums = &act.sums16[bi * 16..bi * 16 + 16];
+            let mut off = _mm512_setzero_si512();
+            for (p, v) in pairs.iter().enumerate() {
+                let both = (sums[2 * p] & 0xFFFF) | (sums[2 * p + 1] << 16);
+                off = _mm512_dpwssd_epi32(off, *v, _mm512_set1_epi32(both));
+            }
+            let s = _mm512_sub_epi32(isum[r], _mm512_slli_epi32::<5>(off));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi])), acc[r]);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::QMatMul;
+    use candle_core::{Device, Module, Tensor};
+
+    /// Σ over blocks of d_a · Σ w · q_a in f64 with the dequantized weights.
+    fn reference(w: &QTensor, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = w.shape().dims2().unwrap();
+        let wd = w.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let act = Q8KRows::new(x, m, k);
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for o in 0..n {
+                let mut s = 0f64;
+                for b in 0..k / QK_K {
+                    let bs: f64 = (0..QK_K).map(|l| wd[o * k + b * QK_K + l] as f64 * act.qs[r * k + b * QK_K + l] as f64).sum();
+                    s += bs * act.d[r * (k / QK_K) + b] as f64;
+                }
+                out[r * n + o] = s as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_q6_k_by_q8_k_dot_product() {
+        if !available() {
+            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            return;
+        }
+        let dev = Device::Cpu;
+        for (n, k, m) in [(16usize, 256usize, 1usize), (40, 512, 3), (256, 2560, 5), (33, 768, 6)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = PackedQ6K::pack(&[&q]).unwrap().unwrap().matmul(&x, m).unwrap();
+            let want = reference(&q, &x, m);
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4 * scale.max(1.0), "({n},{k},{m}): max abs diff {worst} (outputs up to {scale})");
+            let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+            let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q6K).unwrap()).unwrap().forward(&xt).unwrap();
+            let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let off = got.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(off <= 0.03 * scale, "({n},{k},{m}): {off} from candle's result");
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_and_in_any_batch_and_bytes_are_kept() {
+        if !available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (48, 512);
+        let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q6K).unwrap();
+        let p = PackedQ6K::pack(&[&q]).unwrap().unwrap();
+        // the stored bytes, plus padding each tile-block to whole cache lines (+1%)
+        assert!(p.bytes() as f64 <= 1.01 * q.storage_size_in_bytes() as f64, "{} vs {}", p.bytes(), q.storage_size_in_bytes());
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (11, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let all = p.matmul(&x, 11).unwrap();
+        for r in 0..11 {
+            let alone = p.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
+            assert_eq!(&all[r * n..(r + 1) * n], alone.as_slice(), "row {r}");
+        }
+        let q4 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        assert!(PackedQ6K::pack(&[&q4]).unwrap().is_none());
+    }
+}
