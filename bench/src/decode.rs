@@ -57,6 +57,20 @@ pub fn first_token(engine: &Engine) -> anyhow::Result<u32> {
     Ok(argmax(&logits))
 }
 
+/// Prefill tok/s of an `n`-token prompt (the best of `reps` runs on fresh caches, after one
+/// untimed run).
+pub fn prefill_speed(engine: &Engine, n: usize, reps: usize) -> anyhow::Result<f64> {
+    let prompt = synthetic_prompt(engine, n)?;
+    engine.prefill(&prompt)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        engine.prefill(&prompt)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(prompt.len() as f64 / best)
+}
+
 /// Run the decode benchmark on `engine`.
 pub fn run(engine: &Engine, cfg: &DecodeBench) -> anyhow::Result<Vec<DecodePoint>> {
     let prompt = synthetic_prompt(engine, cfg.prompt_tokens)?;

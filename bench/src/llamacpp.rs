@@ -37,6 +37,24 @@ pub fn bench_b1(model: &Path, threads: usize, n: usize) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow::anyhow!("no avg_ts in llama-bench output"))
 }
 
+/// Prompt-processing tok/s for an `n`-token prompt from `llama-bench -p <n> -n 0`.
+pub fn bench_prefill(model: &Path, threads: usize, n: usize) -> anyhow::Result<f64> {
+    let exe = tool("llama-bench").ok_or_else(|| anyhow::anyhow!("llama-bench not built"))?;
+    let out = Command::new(exe)
+        .args(["-m"])
+        .arg(model)
+        .args(["-t", &threads.to_string(), "-p", &n.to_string(), "-n", "0", "-r", "2", "-o", "json"])
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v.as_array()
+        .and_then(|a| a.iter().find(|r| r["n_prompt"].as_u64().unwrap_or(0) > 0))
+        .and_then(|r| r["avg_ts"].as_f64())
+        .ok_or_else(|| anyhow::anyhow!("no avg_ts in llama-bench output"))
+}
+
 /// Aggregate text-generation tok/s per batch size from `llama-batched-bench` (prompt shared
 /// across the parallel sequences, like our forked rows).
 pub fn batched(model: &Path, threads: usize, npp: usize, ntg: usize, batches: &[usize]) -> anyhow::Result<Vec<(usize, f64)>> {

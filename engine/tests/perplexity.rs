@@ -1,7 +1,8 @@
 //! `deal perplexity` against llama.cpp: on a text in the repo, deal's perplexity of the
 //! default model is within 1% of what `llama-perplexity` reports for the same file, context
 //! and chunk count (recorded in `fixtures/perplexity.json` with the command that made it).
-//! This is the quality check of kernels and weight formats: each weight mode is held to it.
+//! This is the quality check of kernels and weight formats: the default, `compact` (Q6_K on
+//! its kernel) and `stored` (candle's kernels) modes are each held to it.
 
 mod common;
 
@@ -53,6 +54,14 @@ fn perplexity_with_stored_weights_matches_llama_cpp_within_one_percent() {
     let path = deal_engine::setup::resolve_model(None).unwrap();
     let e = Engine::load(&path, &EngineOptions { load: LoadOptions { weights: WeightMode::Stored }, ..Default::default() }).unwrap();
     check(&e, "stored");
+}
+
+#[test]
+fn perplexity_with_compact_weights_matches_llama_cpp_within_one_percent() {
+    // Q6_K on its own kernel too
+    let path = deal_engine::setup::resolve_model(None).unwrap();
+    let e = Engine::load(&path, &EngineOptions { load: LoadOptions { weights: WeightMode::Compact }, ..Default::default() }).unwrap();
+    check(&e, "compact");
 }
 
 #[test]

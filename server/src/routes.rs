@@ -219,22 +219,41 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Read the body: at most `max_body_bytes` (413), within `body_timeout` (408).
+/// Read the body: at most `max_body_bytes` (413), within `body_timeout` (408). A body over
+/// the limit is read on and discarded (nothing is kept) up to [`DRAIN_FACTOR`] times the
+/// limit, so that a client still sending it gets the 413 instead of a broken pipe (the
+/// "lingering close" of nginx); beyond that the connection is dropped.
 async fn read_body(st: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let limit = st.config.max_body_bytes;
-    match tokio::time::timeout(st.config.body_timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(ApiError::body_timeout(st.config.body_timeout)),
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(ApiError::too_large(limit))
-            } else {
-                Err(ApiError::bad_request(format!("could not read the request body: {e}")))
+    let drain = limit.saturating_mul(DRAIN_FACTOR).max(limit);
+    let read = async {
+        let mut body = body;
+        let mut kept = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else { continue };
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                kept.extend_from_slice(&data);
+            } else if seen > drain {
+                break;
             }
         }
+        if seen > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        Ok(Bytes::from(kept))
+    };
+    match tokio::time::timeout(st.config.body_timeout, read).await {
+        Err(_) => Err(ApiError::body_timeout(st.config.body_timeout)),
+        Ok(r) => r,
     }
 }
+
+/// A body over the limit is drained up to this many times the limit before the 413.
+const DRAIN_FACTOR: usize = 4;
 
 /// Longest a request waits for a parsing slot before it is answered 429.
 const PARSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

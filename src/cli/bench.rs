@@ -104,6 +104,9 @@ pub struct DecodeArgs {
     /// Skip llama.cpp even if it is built.
     #[arg(long)]
     pub no_peer: bool,
+    /// Also time the prefill of a prompt of this many tokens (0: skip), vs `llama-bench -p`.
+    #[arg(long, default_value_t = 512)]
+    pub prefill_tokens: usize,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -324,6 +327,17 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
             p.kv_bytes as f64 / 1e6
         );
         json.push(serde_json::json!({"batch": p.batch, "deal_tok_s": p.tok_per_s, "llamacpp_tok_s": peer_t, "ratio": ratio, "kv_bytes": p.kv_bytes}));
+    }
+    if a.prefill_tokens > 0 {
+        let ours_pp = decode::prefill_speed(&engine, a.prefill_tokens, 2)?;
+        let peer_pp = if a.no_peer { None } else { llamacpp::bench_prefill(engine.path(), threads, a.prefill_tokens).map_err(|e| eprintln!("llama.cpp prefill: {e}")).ok() };
+        println!(
+            "prefill of {} tokens: deal {ours_pp:.1} tok/s, llama.cpp {} ({})",
+            a.prefill_tokens,
+            peer_pp.map_or("-".into(), |t| format!("{t:.1} tok/s")),
+            peer_pp.map_or("-".into(), |t| format!("{:.2}x", ours_pp / t))
+        );
+        json.push(serde_json::json!({"prefill": {"tokens": a.prefill_tokens, "deal_tok_s": ours_pp, "llamacpp_tok_s": peer_pp}}));
     }
     // the roofline of batch-1 decoding: weight bytes per token at this machine's copy bandwidth
     let b1 = ours.iter().find(|p| p.batch == 1).map(|p| p.tok_per_s);
