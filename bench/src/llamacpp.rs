@@ -21,36 +21,30 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 
 /// Decode tok/s at batch 1 from `llama-bench -p 0 -n <n>`.
 pub fn bench_b1(model: &Path, threads: usize, n: usize) -> anyhow::Result<f64> {
-    let exe = tool("llama-bench").ok_or_else(|| anyhow::anyhow!("llama-bench not built"))?;
-    let out = Command::new(exe)
-        .args(["-m"])
-        .arg(model)
-        .args(["-t", &threads.to_string(), "-p", "0", "-n", &n.to_string(), "-r", "3", "-o", "json"])
-        .output()?;
-    if !out.status.success() {
-        anyhow::bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    v.as_array()
-        .and_then(|a| a.iter().find(|r| r["n_gen"].as_u64().unwrap_or(0) > 0))
-        .and_then(|r| r["avg_ts"].as_f64())
-        .ok_or_else(|| anyhow::anyhow!("no avg_ts in llama-bench output"))
+    llama_bench(model, threads, 0, n, 3)
 }
 
 /// Prompt-processing tok/s for an `n`-token prompt from `llama-bench -p <n> -n 0`.
 pub fn bench_prefill(model: &Path, threads: usize, n: usize) -> anyhow::Result<f64> {
+    llama_bench(model, threads, n, 0, 2)
+}
+
+/// `llama-bench -p <prompt> -n <gen> -r <reps>`: the mean tok/s of its one test (prompt
+/// processing when `gen` is 0, generation otherwise).
+fn llama_bench(model: &Path, threads: usize, prompt: usize, gen: usize, reps: usize) -> anyhow::Result<f64> {
     let exe = tool("llama-bench").ok_or_else(|| anyhow::anyhow!("llama-bench not built"))?;
     let out = Command::new(exe)
         .args(["-m"])
         .arg(model)
-        .args(["-t", &threads.to_string(), "-p", &n.to_string(), "-n", "0", "-r", "2", "-o", "json"])
+        .args(["-t", &threads.to_string(), "-p", &prompt.to_string(), "-n", &gen.to_string(), "-r", &reps.to_string(), "-o", "json"])
         .output()?;
     if !out.status.success() {
         anyhow::bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let key = if gen > 0 { "n_gen" } else { "n_prompt" };
     v.as_array()
-        .and_then(|a| a.iter().find(|r| r["n_prompt"].as_u64().unwrap_or(0) > 0))
+        .and_then(|a| a.iter().find(|r| r[key].as_u64().unwrap_or(0) > 0))
         .and_then(|r| r["avg_ts"].as_f64())
         .ok_or_else(|| anyhow::anyhow!("no avg_ts in llama-bench output"))
 }

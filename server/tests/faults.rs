@@ -211,15 +211,7 @@ fn a_head_model_that_panics_while_loading_fails_one_request_and_loads_again() {
     let head = &v["choices"][0]["alignment"]["heads"][0];
     assert_eq!((head["head"].as_str(), head["raw"].as_f64()), (Some("loader"), Some(0.25)), "{v}");
     // the worker counts itself free just after its answer is sent
-    let t = std::time::Instant::now();
-    loop {
-        let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
-        if (h["active"].as_u64(), h["queued"].as_u64()) == (Some(0), Some(0)) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(2), "a worker stayed busy: {h}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    s.wait_idle(Duration::from_secs(2), "a worker stayed busy");
 }
 
 #[test]

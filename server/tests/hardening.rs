@@ -196,17 +196,8 @@ fn work_per_request_is_bounded() {
         "alignment": {"controller": "deal", "weights": {"sentiment": 1}, "params": {"l": 64, "k": 8}}
     }));
     drop(stream);
-    let t = Instant::now();
-    loop {
-        let (_, h) = s.get("/health");
-        let h: Value = serde_json::from_str(&h).unwrap();
-        if h["active"] == 0 && h["queued"] == 0 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "worker still busy {:?} after the client left: {h}", t.elapsed());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    eprintln!("worker freed {:?} after the client dropped a lookahead-64 stream", t.elapsed());
+    let freed = s.wait_idle(Duration::from_secs(5), "worker still busy after the client left");
+    eprintln!("worker freed {freed:?} after the client dropped a lookahead-64 stream");
     assert_eq!(s.post_json("/v1/completions", &json!({"model": "deal", "prompt": "Hi", "max_tokens": 2})).0, 200);
 }
 
@@ -401,15 +392,7 @@ fn three_hundred_clients_at_once_get_answers_or_429s() {
     eprintln!("300 clients (plain, streamed, dropped) in {:?}: {statuses:?}; RSS grew {} MB", t.elapsed(), grown >> 20);
     assert!(statuses.get(&200).copied().unwrap_or(0) >= 18, "{statuses:?}");
     assert!(grown < 512 << 20, "the burst grew memory by {} MB", grown >> 20);
-    let t = Instant::now();
-    loop {
-        let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
-        if (h["active"].as_u64(), h["queued"].as_u64()) == (Some(0), Some(0)) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "work left after the burst: {h}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_idle(Duration::from_secs(5), "work left after the burst");
     assert_eq!(load_client(&base, 0).0, 200);
 }
 

@@ -10,6 +10,7 @@ pub mod q8_k;
 pub use deal_backend::math;
 pub mod q8_0;
 
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 
 /// Whether this CPU has AVX-512F, for the vector paths that need only it; the Q8_0 matmul
@@ -125,4 +126,41 @@ where
         }
     });
     blocks
+}
+
+/// The stored rows of `ts` stacked along `n` (fused projections), for a kernel on `dtype`:
+/// `f(rows, k)` gets every row's bytes and the common width. `None` (no call) when a tensor is
+/// of another type, not on the CPU, not 2-D, or its width differs from the first's or is not
+/// a whole number of blocks.
+pub(crate) fn with_stacked_rows<T>(
+    ts: &[&QTensor],
+    dtype: GgmlDType,
+    f: impl FnOnce(&[&[u8]], usize) -> T,
+) -> crate::Result<Option<T>> {
+    if ts.is_empty() {
+        return Ok(None);
+    }
+    let block = dtype.block_size();
+    let mut k = 0;
+    let mut datas = Vec::with_capacity(ts.len());
+    for t in ts {
+        if t.dtype() != dtype || !t.device().is_cpu() {
+            return Ok(None);
+        }
+        let (n, tk) = t.shape().dims2()?;
+        if (k != 0 && tk != k) || tk % block != 0 {
+            return Ok(None);
+        }
+        k = tk;
+        datas.push((t.data()?, n));
+    }
+    let row_bytes = k / block * dtype.type_size();
+    let mut rows: Vec<&[u8]> = Vec::new();
+    for (data, n) in &datas {
+        if data.len() != n * row_bytes {
+            return Err(crate::Error::Gguf(format!("{dtype:?} tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
+        }
+        rows.extend(data.chunks_exact(row_bytes));
+    }
+    Ok(Some(f(&rows, k)))
 }

@@ -73,50 +73,29 @@ impl PackedQ4K {
     /// Repack Q4_K weights; several tensors with the same `k` are stacked along `n` (fused
     /// projections). `None` if a tensor is not Q4_K on the CPU, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
-        if !available() || ts.is_empty() {
+        if !available() {
             return Ok(None);
         }
-        let mut k = 0;
-        let mut datas = Vec::with_capacity(ts.len());
-        for t in ts {
-            if t.dtype() != GgmlDType::Q4K || !t.device().is_cpu() {
-                return Ok(None);
-            }
-            let (n, tk) = t.shape().dims2()?;
-            if (k != 0 && tk != k) || tk % QK_K != 0 {
-                return Ok(None);
-            }
-            k = tk;
-            datas.push((t.data()?, n));
-        }
-        let kb = k / QK_K;
-        let row_bytes = kb * BLOCK_BYTES;
-        let mut rows: Vec<&[u8]> = Vec::new();
-        for (data, n) in &datas {
-            if data.len() != n * row_bytes {
-                return Err(Error::Gguf(format!("Q4_K tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
-            }
-            rows.extend(data.chunks_exact(row_bytes));
-        }
-        let n = rows.len();
-        let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
-        let blocks = super::pack_tiles(&rows, kb, BLOCK_BYTES, empty, |blk, lane, src| {
-            blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-            blk.dmin[lane] = u16::from_le_bytes([src[2], src[3]]);
-            for j in 0..8 {
-                let (sc, m) = scale_min(j, &src[4..16]);
-                blk.sc[j * TILE + lane] = sc;
-                blk.m[j * TILE + lane] = m;
-            }
-            let qs = &src[16..];
-            for c in 0..4 {
-                for g in 0..8 {
-                    let at = ((c * 8 + g) * TILE + lane) * 4;
-                    blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
+        super::with_stacked_rows(ts, GgmlDType::Q4K, |rows, k| {
+            let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
+            let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
+                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+                blk.dmin[lane] = u16::from_le_bytes([src[2], src[3]]);
+                for j in 0..8 {
+                    let (sc, m) = scale_min(j, &src[4..16]);
+                    blk.sc[j * TILE + lane] = sc;
+                    blk.m[j * TILE + lane] = m;
                 }
-            }
-        });
-        Ok(Some(Self { n, k, blocks }))
+                let qs = &src[16..];
+                for c in 0..4 {
+                    for g in 0..8 {
+                        let at = ((c * 8 + g) * TILE + lane) * 4;
+                        blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
+                    }
+                }
+            });
+            Self { n: rows.len(), k, blocks }
+        })
     }
 
     /// Output width.

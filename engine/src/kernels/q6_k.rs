@@ -59,53 +59,32 @@ impl PackedQ6K {
     /// Repack Q6_K weights; several tensors with the same `k` are stacked along `n`. `None`
     /// if a tensor is not Q6_K on the CPU, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
-        if !available() || ts.is_empty() {
+        if !available() {
             return Ok(None);
         }
-        let mut k = 0;
-        let mut datas = Vec::with_capacity(ts.len());
-        for t in ts {
-            if t.dtype() != GgmlDType::Q6K || !t.device().is_cpu() {
-                return Ok(None);
-            }
-            let (n, tk) = t.shape().dims2()?;
-            if (k != 0 && tk != k) || tk % QK_K != 0 {
-                return Ok(None);
-            }
-            k = tk;
-            datas.push((t.data()?, n));
-        }
-        let kb = k / QK_K;
-        let row_bytes = kb * BLOCK_BYTES;
-        let mut rows: Vec<&[u8]> = Vec::new();
-        for (data, n) in &datas {
-            if data.len() != n * row_bytes {
-                return Err(Error::Gguf(format!("Q6_K tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
-            }
-            rows.extend(data.chunks_exact(row_bytes));
-        }
-        let n = rows.len();
-        let empty = TileBlock { ql: [0; 128 * TILE], qh: [0; 64 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
-        let blocks = super::pack_tiles(&rows, kb, BLOCK_BYTES, empty, |blk, lane, src| {
-            let (ql, qh, sc) = (&src[..128], &src[128..192], &src[192..208]);
-            blk.d[lane] = u16::from_le_bytes([src[208], src[209]]);
-            for (j, &s) in sc.iter().enumerate() {
-                blk.sc[j * TILE + lane] = s as i8;
-            }
-            for h in 0..2 {
-                for g in 0..8 {
-                    for p in 0..2 {
-                        let at = (((h * 2 + p) * 8 + g) * TILE + lane) * 4;
-                        let from = 64 * h + 32 * p + 4 * g;
-                        blk.ql[at..at + 4].copy_from_slice(&ql[from..from + 4]);
-                    }
-                    let at = ((h * 8 + g) * TILE + lane) * 4;
-                    let from = 32 * h + 4 * g;
-                    blk.qh[at..at + 4].copy_from_slice(&qh[from..from + 4]);
+        super::with_stacked_rows(ts, GgmlDType::Q6K, |rows, k| {
+            let empty = TileBlock { ql: [0; 128 * TILE], qh: [0; 64 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
+            let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
+                let (ql, qh, sc) = (&src[..128], &src[128..192], &src[192..208]);
+                blk.d[lane] = u16::from_le_bytes([src[208], src[209]]);
+                for (j, &s) in sc.iter().enumerate() {
+                    blk.sc[j * TILE + lane] = s as i8;
                 }
-            }
-        });
-        Ok(Some(Self { n, k, blocks }))
+                for h in 0..2 {
+                    for g in 0..8 {
+                        for p in 0..2 {
+                            let at = (((h * 2 + p) * 8 + g) * TILE + lane) * 4;
+                            let from = 64 * h + 32 * p + 4 * g;
+                            blk.ql[at..at + 4].copy_from_slice(&ql[from..from + 4]);
+                        }
+                        let at = ((h * 8 + g) * TILE + lane) * 4;
+                        let from = 32 * h + 4 * g;
+                        blk.qh[at..at + 4].copy_from_slice(&qh[from..from + 4]);
+                    }
+                }
+            });
+            Self { n: rows.len(), k, blocks }
+        })
     }
 
     /// Output width.

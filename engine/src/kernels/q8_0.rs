@@ -60,41 +60,20 @@ impl PackedQ8 {
     /// (fused q/k/v or gate/up projections). `None` if a tensor is not Q8_0, `k` is not a
     /// multiple of 32, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
-        if !available() || ts.is_empty() {
+        if !available() {
             return Ok(None);
         }
-        let mut rows: Vec<&[u8]> = Vec::new();
-        let mut k = 0;
-        let mut datas = Vec::with_capacity(ts.len());
-        for t in ts {
-            if t.dtype() != GgmlDType::Q8_0 || !t.device().is_cpu() {
-                return Ok(None);
-            }
-            let (n, tk) = t.shape().dims2()?;
-            if (k != 0 && tk != k) || tk % QK != 0 {
-                return Ok(None);
-            }
-            k = tk;
-            datas.push((t.data()?, n));
-        }
-        let row_bytes = k / QK * 34;
-        for (data, n) in &datas {
-            if data.len() != n * row_bytes {
-                return Err(Error::Gguf(format!("Q8_0 tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
-            }
-            rows.extend(data.chunks_exact(row_bytes));
-        }
-        let n = rows.len();
-        let kb = k / QK;
-        let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
-        let blocks = super::pack_tiles(&rows, kb, 34, empty, |blk, lane, src| {
-            blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-            for (i, &q) in src[2..].iter().enumerate() {
-                let (g, j) = (i / 4, i % 4);
-                blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
-            }
-        });
-        Ok(Some(Self { n, k, blocks }))
+        super::with_stacked_rows(ts, GgmlDType::Q8_0, |rows, k| {
+            let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
+            let blocks = super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
+                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+                for (i, &q) in src[2..].iter().enumerate() {
+                    let (g, j) = (i / 4, i % 4);
+                    blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
+                }
+            });
+            Self { n: rows.len(), k, blocks }
+        })
     }
 
     /// Output width.

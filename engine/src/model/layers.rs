@@ -260,6 +260,8 @@ pub struct Projections {
     fused: Option<Arc<Packed>>,
     parts: Vec<Linear>,
     widths: Vec<usize>,
+    /// The parts' biases as plain values, for [`Projections::forward_flat`].
+    flat_biases: Vec<Option<Vec<f32>>>,
 }
 
 impl Projections {
@@ -276,7 +278,7 @@ impl Projections {
         if mode != WeightMode::F32 && !has_bias {
             let refs: Vec<&QTensor> = ws.iter().collect();
             if let Some(p) = Packed::pack(&refs)? {
-                return Ok(Self { fused: Some(Arc::new(p)), parts: Vec::new(), widths });
+                return Ok(Self { fused: Some(Arc::new(p)), parts: Vec::new(), widths, flat_biases: Vec::new() });
             }
         }
         let mut parts = Vec::with_capacity(names.len());
@@ -284,7 +286,11 @@ impl Projections {
             let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
             parts.push(Linear { weight, bias: load_bias(f, n, device)? });
         }
-        Ok(Self { fused: None, parts, widths })
+        let flat_biases = parts
+            .iter()
+            .map(|l| l.bias.as_ref().map(|b| b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { fused: None, parts, widths, flat_biases })
     }
 
     /// Every projection's output side by side, row-major `[rows, Σ widths]`, and the widths,
@@ -295,9 +301,9 @@ impl Projections {
             return Ok(Some((packed_flat(p, x)?, self.widths.as_slice())));
         }
         let mut packed = Vec::with_capacity(self.parts.len());
-        for l in &self.parts {
+        for (l, b) in self.parts.iter().zip(&self.flat_biases) {
             match &l.weight {
-                Matmul::Packed(p) => packed.push((p, l.bias.as_ref())),
+                Matmul::Packed(p) => packed.push((p, b.as_deref())),
                 Matmul::Candle(_) => return Ok(None),
             }
         }
@@ -309,14 +315,10 @@ impl Projections {
         let mut at = 0;
         for ((p, bias), &w) in packed.into_iter().zip(&self.widths) {
             let y = p.matmul(&flat, m)?;
-            let b = match bias {
-                Some(b) => Some(b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-                None => None,
-            };
             for (dst, src) in out.chunks_exact_mut(total).zip(y.chunks_exact(w)) {
                 let dst = &mut dst[at..at + w];
                 dst.copy_from_slice(src);
-                if let Some(b) = &b {
+                if let Some(b) = bias {
                     dst.iter_mut().zip(b).for_each(|(d, b)| *d += b);
                 }
             }

@@ -57,6 +57,20 @@ impl TestServer {
         request(&format!("{}{path}", self.base), None, None)
     }
 
+    /// Poll `/health` until no request is active or queued; how long that took. Panics,
+    /// saying `what`, when it takes longer than `within`.
+    pub fn wait_idle(&self, within: Duration, what: &str) -> Duration {
+        let t = std::time::Instant::now();
+        loop {
+            let h: Value = serde_json::from_str(&self.get("/health").1).unwrap();
+            if (h["active"].as_u64(), h["queued"].as_u64()) == (Some(0), Some(0)) {
+                return t.elapsed();
+            }
+            assert!(t.elapsed() < within, "{what}: still busy after {:?}: {h}", t.elapsed());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics");
         text.lines()
