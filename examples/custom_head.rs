@@ -87,13 +87,13 @@ fn main() -> anyhow::Result<()> {
     let prompt = "Explain what a computer does.";
     let tokens = engine.encode_prompt(prompt)?;
     for controller in ["greedy", "deal"] {
-        let req = deal_driver::Request {
-            prompts: vec![Prompt { tokens: tokens.clone(), text: prompt.into() }],
-            n: 1,
-            controller: controller.into(),
-            config: SearchConfig { max_tokens: 32, lambda: 3.0, ..Default::default() },
-            reward: Some(spec.clone()),
-        };
+        let req = deal_driver::Request::new(
+            vec![Prompt { tokens: tokens.clone(), text: prompt.into() }],
+            1,
+            controller,
+            SearchConfig { max_tokens: 32, lambda: 3.0, ..Default::default() },
+            Some(spec.clone()),
+        );
         print!("{controller:>6}: ");
         let mut out = std::io::stdout().lock();
         let o = driver.run(&req, None, &mut |ev| match ev {

@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     // 4. Run it; committed text streams through the callback (return false to stop).
     let mut out = std::io::stdout().lock();
     let outcome = deal_controllers::Registry::builtin().search("deal", &cfg, &req, &mut |piece| {
-        out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_ok()
+        out.write_all(piece.text.as_bytes()).and_then(|_| out.flush()).is_ok()
     })?;
     writeln!(out)?;
 

@@ -9,7 +9,7 @@
 //! controllers then roll lookaheads out with one [`Rows::rollout`] call per step.
 
 use crate::chat::Message;
-use crate::{Result, TextCodec, TokenDist};
+use crate::{Result, TextCodec, TokenDist, TokenLogprob};
 
 /// What a backend can give, so that a head or controller needing more can refuse clearly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +91,15 @@ pub trait Backend: Send + Sync {
     /// Prefill `prompt` into a new set of one row; returns the rows and the next-token
     /// distribution (and, if `hidden` and available, the hidden state) after the prompt.
     fn start(&self, prompt: &[u32], hidden: bool) -> Result<(Box<dyn Rows + '_>, Step)>;
+
+    /// The model's log-probability of every token of `tokens` given those before it (the
+    /// first has none: `None`), each with the `top` most likely alternatives: a
+    /// teacher-forced pass, as OpenAI's `echo` + `logprobs` and evaluation harnesses ask for.
+    /// The default says the backend cannot.
+    fn prompt_logprobs(&self, tokens: &[u32], top: usize) -> Result<Vec<Option<TokenLogprob>>> {
+        let _ = (tokens, top);
+        Err(crate::Error::unsupported("prompt_logprobs", "score the prompt's tokens (`echo` with `logprobs`)"))
+    }
 
     /// [`Backend::start`] for a prompt that will be started again and again (a judge's
     /// template): a backend may keep its prefill and fork new rows from it. The default

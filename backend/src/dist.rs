@@ -26,6 +26,10 @@ pub enum TokenDist {
     },
     /// Only the most likely tokens, as `(token, log-probability)`, best first.
     TopN(Arc<Vec<(u32, f32)>>),
+    /// The model's distribution after processing (penalties, logit bias, a grammar mask):
+    /// every question is answered from the processed one, and [`TokenDist::model`] keeps
+    /// the model's own for reporting logprobs.
+    Processed(Arc<(TokenDist, TokenDist)>),
 }
 
 impl TokenDist {
@@ -47,59 +51,110 @@ impl TokenDist {
         TokenDist::TopN(Arc::new(v))
     }
 
+    /// `processed`, standing in for the model's `model` (see [`TokenDist::Processed`]).
+    pub fn processed(processed: TokenDist, model: &TokenDist) -> Self {
+        TokenDist::Processed(Arc::new((processed, model.model().clone())))
+    }
+
+    /// The model's own distribution (before any processing).
+    pub fn model(&self) -> &TokenDist {
+        match self {
+            TokenDist::Processed(p) => &p.1,
+            d => d,
+        }
+    }
+
+    /// The distribution questions are answered from (the processed one, if any).
+    fn effective(&self) -> &TokenDist {
+        match self {
+            TokenDist::Processed(p) => &p.0,
+            d => d,
+        }
+    }
+
     /// The full logits, when the backend gave them.
     pub fn logits(&self) -> Option<&[f32]> {
-        match self {
+        match self.effective() {
             TokenDist::Logits { pass, start, len } => Some(&pass[*start..*start + *len]),
-            TokenDist::TopN(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The `(token, log-probability)` list of a top-N distribution (`None` for full logits).
+    pub fn listed(&self) -> Option<&[(u32, f32)]> {
+        match self.effective() {
+            TokenDist::TopN(v) => Some(v),
+            _ => None,
         }
     }
 
     /// How many tokens the distribution knows (the vocabulary, or N).
     pub fn known(&self) -> usize {
-        match self {
+        match self.effective() {
             TokenDist::Logits { len, .. } => *len,
             TokenDist::TopN(v) => v.len(),
+            TokenDist::Processed(_) => 0,
         }
     }
 
     /// The most likely token (first on ties).
     pub fn argmax(&self) -> u32 {
-        match self {
-            TokenDist::Logits { .. } => argmax(self.logits().unwrap_or_default()),
+        match self.effective() {
             TokenDist::TopN(v) => v.first().map_or(0, |&(t, _)| t),
+            _ => argmax(self.logits().unwrap_or_default()),
         }
     }
 
     /// The `k` most likely tokens as `(token, log-probability)`, best first (fewer when a
     /// top-N distribution knows fewer).
+    /// Tokens a processing step ruled out (log-probability −∞) are never among them.
     pub fn top_k(&self, k: usize) -> Vec<(u32, f64)> {
-        match self {
-            TokenDist::Logits { .. } => {
+        let out: Vec<(u32, f64)> = match self.effective() {
+            TokenDist::TopN(v) => v.iter().take(k).map(|&(t, lp)| (t, lp as f64)).collect(),
+            _ => {
                 let logits = self.logits().unwrap_or_default();
                 let lse = logsumexp(logits);
                 top_k(logits, k).into_iter().map(|(t, l)| (t, (l - lse) as f64)).collect()
             }
-            TokenDist::TopN(v) => v.iter().take(k).map(|&(t, lp)| (t, lp as f64)).collect(),
-        }
+        };
+        out.into_iter().filter(|&(_, lp)| lp > f64::NEG_INFINITY).collect()
     }
 
     /// Log-probability of `token` (−∞ outside the vocabulary, or outside a top-N list).
     pub fn logprob(&self, token: u32) -> f64 {
-        match self {
-            TokenDist::Logits { .. } => {
+        match self.effective() {
+            TokenDist::TopN(v) => v.iter().find(|&&(t, _)| t == token).map_or(f64::NEG_INFINITY, |&(_, lp)| lp as f64),
+            _ => {
                 let logits = self.logits().unwrap_or_default();
                 logits.get(token as usize).map_or(f64::NEG_INFINITY, |&l| (l - logsumexp(logits)) as f64)
             }
-            TokenDist::TopN(v) => v.iter().find(|&&(t, _)| t == token).map_or(f64::NEG_INFINITY, |&(_, lp)| lp as f64),
+        }
+    }
+
+    /// What [`TokenLogprob`] reports for `token` drawn from this distribution: its
+    /// log-probability and the `top` most likely alternatives (one log-sum-exp for both).
+    pub fn token_logprob(&self, token: u32, top: usize) -> TokenLogprob {
+        match self.effective() {
+            TokenDist::TopN(v) => TokenLogprob {
+                token,
+                logprob: v.iter().find(|&&(t, _)| t == token).map_or(f32::NEG_INFINITY, |&(_, lp)| lp),
+                top: v.iter().take(top).copied().collect(),
+            },
+            _ => {
+                let logits = self.logits().unwrap_or_default();
+                let lse = logsumexp(logits);
+                let logprob = logits.get(token as usize).map_or(f32::NEG_INFINITY, |&l| l - lse);
+                let top = if top == 0 { Vec::new() } else { top_k(logits, top).into_iter().map(|(t, l)| (t, l - lse)).collect() };
+                TokenLogprob { token, logprob, top }
+            }
         }
     }
 
     /// Draw a token with `sampler` (`history` feeds its repetition penalty). A top-N
     /// distribution is renormalised over the tokens it knows.
     pub fn sample(&self, sampler: &mut Sampler, history: &[u32]) -> Result<u32> {
-        match self {
-            TokenDist::Logits { .. } => sampler.sample(self.logits().unwrap_or_default(), history),
+        match self.effective() {
+            TokenDist::Logits { .. } | TokenDist::Processed(_) => sampler.sample(self.logits().unwrap_or_default(), history),
             TokenDist::TopN(v) => {
                 if v.is_empty() {
                     return Err(crate::Error::invalid("cannot sample from an empty distribution"));
@@ -110,6 +165,20 @@ impl TokenDist {
             }
         }
     }
+}
+
+/// The model's log-probability of one token it produced or was given (what OpenAI's
+/// `logprobs` report): the token, its log-probability, and the most likely alternatives at
+/// that position, best first. Values are the model's, before any penalty, bias or grammar
+/// mask, and never search scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token.
+    pub token: u32,
+    /// Its log-probability under the model (−∞ where a top-N engine did not list it).
+    pub logprob: f32,
+    /// The most likely tokens at that position as `(token, log-probability)`, best first.
+    pub top: Vec<(u32, f32)>,
 }
 
 #[cfg(test)]
@@ -143,6 +212,20 @@ mod tests {
             seen.insert(d.sample(&mut s, &[]).unwrap());
         }
         assert_eq!(seen, [5u32, 9].into_iter().collect());
+    }
+
+    #[test]
+    fn token_logprob_matches_logprob_and_top_k() {
+        let d = TokenDist::from_logits(vec![0.5f32, 3.0, -1.0, 2.0]);
+        let r = d.token_logprob(3, 2);
+        assert!((r.logprob as f64 - d.logprob(3)).abs() < 1e-6);
+        assert_eq!(r.top.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!((r.top[0].1 as f64 - d.logprob(1)).abs() < 1e-6);
+        assert!(d.token_logprob(2, 0).top.is_empty());
+        let sparse = TokenDist::top_n(vec![(4, -0.2), (8, -1.9)]);
+        let r = sparse.token_logprob(8, 5);
+        assert_eq!((r.logprob, r.top.len()), (-1.9, 2));
+        assert_eq!(sparse.token_logprob(1, 1).logprob, f32::NEG_INFINITY);
     }
 
     #[test]

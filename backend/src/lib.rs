@@ -35,7 +35,7 @@ pub mod stop;
 
 pub use backend::{Backend, Capabilities, Counter, Rows, Step};
 pub use codec::TextCodec;
-pub use dist::TokenDist;
+pub use dist::{TokenDist, TokenLogprob};
 pub use error::{Error, Result};
 
 /// Why a generation ended.

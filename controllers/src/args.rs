@@ -61,7 +61,7 @@ impl Build for Args {
             } else if s.batch.push(0, cands[pick].0)? {
                 s.batch.forward()?;
             }
-            s.stream.commit(&s.batch.rows[0].tokens)?;
+            s.commit(0)?;
         }
         Ok(Final { row: 0 })
     }

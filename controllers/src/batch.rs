@@ -12,10 +12,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use deal_backend::{Backend, Rows, TokenDist};
+use deal_backend::{Backend, Rows, TokenDist, TokenLogprob};
 use deal_heads::Candidate;
 
 use crate::error::{ControlError, Result};
+use crate::logits::LogitsProcessor;
 use crate::stats::SearchStats;
 
 /// Why a row stopped growing.
@@ -44,6 +45,9 @@ pub struct Row {
     pub finish: Option<Finish>,
     /// Cumulative log-probability, kept by the controllers that rank by it.
     pub logprob: f64,
+    /// The model's log-probability of each of `tokens` (when the request asked for
+    /// logprobs; see [`Batch::record_logprobs`]), parallel to `tokens`.
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl Row {
@@ -88,6 +92,10 @@ pub struct Batch<'a> {
     max_tokens: usize,
     stop: Vec<String>,
     cancel: Option<&'a AtomicBool>,
+    /// Record every pushed token's log-probability with this many alternatives.
+    record: Option<usize>,
+    /// Applied to every distribution a row gets, before any controller reads it.
+    processor: Option<LogitsProcessor>,
     /// The rows, in the order the last [`Batch::select`] left them.
     pub rows: Vec<Row>,
     /// What the search has cost so far.
@@ -123,6 +131,8 @@ impl<'a> Batch<'a> {
             max_tokens,
             stop: stop.iter().filter(|s| !s.is_empty()).cloned().collect(),
             cancel,
+            record: None,
+            processor: None,
             rows: vec![row],
             stats,
         })
@@ -167,12 +177,39 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// From now on, keep the model's log-probability of every token pushed into a row, with
+    /// its `top` most likely alternatives (`None`: stop recording).
+    pub fn record_logprobs(&mut self, top: Option<usize>) {
+        self.record = top;
+    }
+
+    /// Process every distribution rows get from now on (and the ones they hold) with
+    /// `processor` (penalties, logit bias; see [`crate::logits`]).
+    pub fn set_processor(&mut self, processor: Option<LogitsProcessor>) {
+        self.processor = processor;
+        for i in 0..self.rows.len() {
+            if let Some(d) = self.rows[i].dist.take() {
+                let d = self.process(d, &self.rows[i].tokens);
+                self.rows[i].dist = Some(d);
+            }
+        }
+    }
+
+    /// `dist` after the request's processing, for a row that has generated `generated`.
+    fn process(&self, dist: TokenDist, generated: &[u32]) -> TokenDist {
+        match &self.processor {
+            Some(p) => p.apply(&dist, generated),
+            None => dist,
+        }
+    }
+
     /// Append `token` to row `r` (not yet fed). An end-of-generation token ends the row
     /// instead; so do a stop string in its text and `max_tokens`. Returns whether the row is
     /// still live.
     pub fn push(&mut self, r: usize, token: u32) -> Result<bool> {
         let eog = self.backend.codec().is_eog(token);
         let max = self.max_tokens;
+        let record = self.record;
         let row = self.row_mut(r)?;
         if row.is_done() {
             return Err(ControlError::internal(format!("token pushed into finished row {r}")));
@@ -180,6 +217,14 @@ impl<'a> Batch<'a> {
         if eog {
             row.finish = Some(Finish::Eos);
             return Ok(false);
+        }
+        if let Some(top) = record {
+            // the distribution the token was chosen from
+            let lp = match &row.dist {
+                Some(d) => d.model().token_logprob(token, top),
+                None => TokenLogprob { token, logprob: f32::NAN, top: Vec::new() },
+            };
+            row.logprobs.push(lp);
         }
         row.tokens.push(token);
         self.stats.tokens_generated += 1;
@@ -222,7 +267,10 @@ impl<'a> Batch<'a> {
             row.fed += t.len();
             let step = step.unwrap_or_default();
             row.hidden = step.hidden;
-            row.dist = step.dist;
+            row.dist = match (&self.processor, step.dist) {
+                (Some(p), Some(d)) => Some(p.apply(&d, &row.tokens)),
+                (_, d) => d,
+            };
         }
         Ok(())
     }
@@ -285,10 +333,11 @@ impl<'a> Batch<'a> {
         }
         let mut traces = Vec::with_capacity(self.rows.len());
         for (r, out) in outs.into_iter().enumerate() {
+            let first = out.first().map(|(_, d)| self.process(d.clone(), &self.rows[r].tokens));
             let row = &mut self.rows[r];
             row.fed += pending[r].len();
             let base = row.tokens.len();
-            let mut trace = Trace { base, finish: row.finish, first: out.first().map(|(_, d)| d.clone()), ..Default::default() };
+            let mut trace = Trace { base, finish: row.finish, first, ..Default::default() };
             if pending[r].is_empty() {
                 traces.push(trace);
                 continue;
@@ -305,10 +354,13 @@ impl<'a> Batch<'a> {
                 if self.rows[r].is_done() {
                     break;
                 }
+                let d = &self.process(d.clone(), &self.rows[r].tokens);
                 if record {
                     trace.logprobs.push(d.logprob(*t));
                     trace.dists.push(Some(d.clone()));
                 }
+                // the distribution this token was chosen from (replaced after the loop)
+                self.rows[r].dist = Some(d.clone());
                 self.push(r, *t)?;
             }
             let len = self.rows[r].tokens.len();
@@ -316,9 +368,10 @@ impl<'a> Batch<'a> {
             if fed < held {
                 self.state.truncate(r, fed)?;
             }
+            let dist = out.get(fed - base).map(|(_, d)| self.process(d.clone(), &self.rows[r].tokens[..fed]));
             let row = &mut self.rows[r];
             row.fed = fed;
-            row.dist = out.get(fed - base).map(|(_, d)| d.clone());
+            row.dist = dist;
             row.hidden = None;
             traces.push(trace);
         }
@@ -365,6 +418,7 @@ impl<'a> Batch<'a> {
             return Err(ControlError::internal(format!("truncate row {r} to {len} > {}", row.tokens.len())));
         }
         row.tokens.truncate(len);
+        row.logprobs.truncate(len);
         row.finish = None;
         if row.fed > len {
             row.fed = len;

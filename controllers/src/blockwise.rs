@@ -46,7 +46,7 @@ impl Build for Blockwise {
             let rows: Vec<usize> = (0..s.batch.len()).collect();
             let values = s.values(reward, &rows)?;
             s.batch.select(&[best(&values).unwrap_or(0)])?;
-            s.stream.commit(&s.batch.rows[0].tokens)?;
+            s.commit(0)?;
         }
         Ok(Final { row: 0 })
     }

@@ -6,6 +6,8 @@
 //! shared `max_tokens`, `stop`, `temperature`, `top_p` and `seed`. [`SearchConfig::validate`]
 //! checks ranges common to all; each controller checks what only it needs when it is built.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ControlError, Result};
@@ -70,6 +72,15 @@ pub struct SearchConfig {
     pub prune_every: usize,
     /// `early_prune`: fraction of the rows dropped at each checkpoint, in [0, 1).
     pub prune_fraction: f64,
+    /// OpenAI's `frequency_penalty`, in [-2, 2]: subtracted from a token's logit once per
+    /// time the row has generated it (see [`crate::logits`]).
+    pub frequency_penalty: f32,
+    /// OpenAI's `presence_penalty`, in [-2, 2]: subtracted from the logit of every token
+    /// the row has generated.
+    pub presence_penalty: f32,
+    /// OpenAI's `logit_bias`: token id → value in [-100, 100] added to its logit (-100
+    /// bans it; `-inf` too).
+    pub logit_bias: BTreeMap<u32, f32>,
 }
 
 impl Default for SearchConfig {
@@ -90,6 +101,9 @@ impl Default for SearchConfig {
             block_len: 4,
             prune_every: 8,
             prune_fraction: 0.5,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: BTreeMap::new(),
         }
     }
 }
@@ -147,6 +161,14 @@ impl SearchConfig {
         }
         if !(0.0..1.0).contains(&self.prune_fraction) {
             return Err(ControlError::config("prune_fraction", format!("must be in [0, 1), got {}", self.prune_fraction)));
+        }
+        for (field, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if !(-2.0..=2.0).contains(&v) {
+                return Err(ControlError::config(field, format!("must be in [-2, 2], got {v}")));
+            }
+        }
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, &b)| !(b == f32::NEG_INFINITY || (-100.0..=100.0).contains(&b))) {
+            return Err(ControlError::config("logit_bias", format!("token {t}: the bias must be in [-100, 100], got {b}")));
         }
         if let Commit::Lead { margin, min_prob } = self.commit {
             if !(margin.is_finite() && margin >= 0.0) {

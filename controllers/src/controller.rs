@@ -5,14 +5,14 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use deal_backend::{Backend, FinishReason};
+use deal_backend::{Backend, FinishReason, TokenLogprob};
 use deal_heads::reward::{Breakdown, WeightedReward};
 
 use crate::batch::{Batch, Finish};
 use crate::config::SearchConfig;
 use crate::error::{ControlError, Result};
 use crate::stats::SearchStats;
-use crate::stream::Stream;
+use crate::stream::{Piece, Stream};
 
 /// What a search runs on.
 #[derive(Clone, Copy)]
@@ -29,12 +29,15 @@ pub struct Request<'a> {
     pub reward: Option<&'a WeightedReward>,
     /// Checked before every forward pass: set it to stop the search within one pass.
     pub cancel: Option<&'a AtomicBool>,
+    /// Report the model's log-probability of every response token with this many
+    /// alternatives (`None`: don't).
+    pub logprobs: Option<usize>,
 }
 
 impl<'a> Request<'a> {
     /// A request for `prompt` (tokenized by the backend), without reward or cancel flag.
     pub fn new(backend: &'a dyn Backend, prompt: &'a str) -> Self {
-        Self { backend, prompt, tokens: None, reward: None, cancel: None }
+        Self { backend, prompt, tokens: None, reward: None, cancel: None, logprobs: None }
     }
 
     /// Search from these prompt tokens; `prompt` stays what the heads see.
@@ -46,6 +49,13 @@ impl<'a> Request<'a> {
     /// Guide the search by `reward` (required by the controllers that search by reward).
     pub fn with_reward(mut self, reward: &'a WeightedReward) -> Self {
         self.reward = Some(reward);
+        self
+    }
+
+    /// Report the model's log-probability of each response token with `top` alternatives
+    /// ([`Outcome::logprobs`], and with every streamed piece).
+    pub fn with_logprobs(mut self, top: usize) -> Self {
+        self.logprobs = Some(top);
         self
     }
 
@@ -69,6 +79,11 @@ pub struct Outcome {
     pub breakdown: Option<Breakdown>,
     /// What the search cost.
     pub stats: SearchStats,
+    /// The model's log-probability of each of `tokens` (when the request asked for them).
+    pub logprobs: Vec<TokenLogprob>,
+    /// The prompt's tokens with their log-probabilities (the first has none), when the
+    /// request echoes the prompt (filled by the request driver, not the search).
+    pub prompt_logprobs: Option<Vec<(u32, Option<TokenLogprob>)>>,
 }
 
 /// Where a controller's search ended: the row holding the answer.
@@ -104,6 +119,19 @@ impl<'a> Session<'a> {
         self.reward.is_some_and(WeightedReward::needs_hidden)
     }
 
+    /// Commit row `r`'s tokens (the whole response so far) to the stream.
+    pub fn commit(&mut self, r: usize) -> Result<()> {
+        let n = self.batch.rows.get(r).map_or(0, |row| row.tokens.len());
+        self.commit_prefix(r, n)
+    }
+
+    /// Commit the first `n` tokens of row `r` (tokens no later step can change).
+    pub fn commit_prefix(&mut self, r: usize, n: usize) -> Result<()> {
+        let row = self.batch.rows.get(r).ok_or_else(|| ControlError::internal(format!("commit: no row {r}")))?;
+        let n = n.min(row.tokens.len());
+        self.stream.commit(&row.tokens[..n], &row.logprobs[..n.min(row.logprobs.len())])
+    }
+
     /// Reward values ([`Breakdown::value`]) of `rows` of the batch, partial unless ended.
     pub fn values(&mut self, reward: &WeightedReward, rows: &[usize]) -> Result<Vec<f64>> {
         let hidden = reward.needs_hidden();
@@ -137,7 +165,7 @@ pub trait Controller: Send + Sync {
 
 /// Run `controller` on `req`, streaming committed text to `on_text` (return `false` to
 /// cancel). A cancelled search returns what was committed with [`FinishReason::Cancelled`].
-pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
+pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnMut(Piece<'_>) -> bool) -> Result<Outcome> {
     let t0 = Instant::now();
     let cfg = controller.config();
     cfg.validate()?;
@@ -154,10 +182,21 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
         // cancelled during the prefill: nothing was committed
         Err(e) if e.is_cancelled() => {
             let stats = SearchStats { prompt_tokens: prompt.len(), wall_secs: t0.elapsed().as_secs_f64(), ..Default::default() };
-            return Ok(Outcome { text: String::new(), tokens: Vec::new(), finish: FinishReason::Cancelled, breakdown: None, stats });
+            return Ok(Outcome {
+                text: String::new(),
+                tokens: Vec::new(),
+                finish: FinishReason::Cancelled,
+                breakdown: None,
+                stats,
+                logprobs: Vec::new(),
+                prompt_logprobs: None,
+            });
         }
         Err(e) => return Err(e),
     };
+    let mut batch = batch;
+    batch.record_logprobs(req.logprobs);
+    batch.set_processor(crate::logits::LogitsProcessor::from_config(cfg));
     let stream = Stream::new(req.backend.codec(), &cfg.stop, on_text);
     let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };
     let (tokens, text, finish, row) = match controller.search(&mut s) {
@@ -167,7 +206,7 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
                 Some(Finish::Eos | Finish::Stop) => FinishReason::Stop,
                 _ => FinishReason::Length,
             };
-            match s.stream.commit(&tokens).and_then(|_| s.stream.finish()) {
+            match s.commit(row).and_then(|_| s.stream.finish()) {
                 Ok(()) => (tokens, s.batch.text(row)?.0, finish, Some(row)),
                 Err(e) if e.is_cancelled() => cancelled(&s),
                 Err(e) => return Err(e),
@@ -203,7 +242,13 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     let mut stats = s.batch.stats.clone();
     stats.tokens_committed = tokens.len();
     stats.wall_secs = t0.elapsed().as_secs_f64();
-    Ok(Outcome { text, tokens, finish, breakdown, stats })
+    let logprobs = match (req.logprobs, row) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(r)) => s.batch.rows[r].logprobs.clone(),
+        // cancelled: nobody is left to read them
+        (Some(_), None) => Vec::new(),
+    };
+    Ok(Outcome { text, tokens, finish, breakdown, stats, logprobs, prompt_logprobs: None })
 }
 
 fn cancelled(s: &Session<'_>) -> (Vec<u32>, String, FinishReason, Option<usize>) {

@@ -89,7 +89,7 @@ impl Build for Deal {
                 let w = order[0];
                 if n > 1 && cands[w].finish.is_none() && scores[w] - scores[order[1]] >= margin {
                     Self::accept_lookahead(s, w, &cands[w], min_prob)?;
-                    s.stream.commit(&s.batch.rows[0].tokens)?;
+                    s.commit(0)?;
                     continue;
                 }
             }
@@ -107,8 +107,7 @@ impl Build for Deal {
                 }
             }
             let agreed = common_prefix(&s.batch.rows);
-            let committed = s.batch.rows[0].tokens[..agreed].to_vec();
-            s.stream.commit(&committed)?;
+            s.commit_prefix(0, agreed)?;
         }
         let all: Vec<usize> = (0..s.batch.len()).collect();
         let values = if cfg.lambda == 0.0 { vec![0.0; all.len()] } else { s.values(reward, &all)? };

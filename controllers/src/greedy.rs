@@ -25,9 +25,9 @@ impl Build for Greedy {
         } else {
             // steps are round trips: the engine continues greedily a block at a time
             while s.batch.extend_greedy(REMOTE_BLOCK)? {
-                s.stream.commit(&s.batch.rows[0].tokens)?;
+                s.commit(0)?;
             }
-            s.stream.commit(&s.batch.rows[0].tokens)?;
+            s.commit(0)?;
         }
         Ok(Final { row: 0 })
     }

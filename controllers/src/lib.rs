@@ -14,7 +14,8 @@
 //! - [`best_of_n`]: N samples, the best final text by h;
 //! - [`early_prune`]: speculative rejection (Sun et al. 2024): N samples pruned by partial h.
 //!
-//! Shared parts: [`SearchConfig`] (typed, validated), [`controller::run`] (prefill, stream,
+//! Shared parts: [`SearchConfig`] (typed, validated), [`logits::LogitsProcessor`] (penalties
+//! and logit bias, applied before any controller reads a distribution), [`controller::run`] (prefill, stream,
 //! cancel, breakdown, stats), [`batch::Batch`] (rows + backend state + stop/EOS + text),
 //! [`Registry`] (name → controller, passed in by the program). Adding a built-in controller is
 //! one file plus one line below; a program adds its own with [`Registry::register`].
@@ -25,6 +26,7 @@ pub mod batch;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod logits;
 pub mod registry;
 pub mod stats;
 pub mod stream;
@@ -35,6 +37,7 @@ pub use controller::{run, Controller, Outcome, Request};
 pub use registry::Registry;
 pub use error::{ControlError, Result};
 pub use stats::SearchStats;
+pub use stream::Piece;
 
 /// The built-in controllers: `module => Type`, one line each; the module is its file.
 macro_rules! controllers {

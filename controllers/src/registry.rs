@@ -140,7 +140,7 @@ impl Registry {
         name: &str,
         cfg: &SearchConfig,
         req: &crate::Request<'_>,
-        on_text: &mut dyn FnMut(&str) -> bool,
+        on_text: &mut dyn FnMut(crate::Piece<'_>) -> bool,
     ) -> Result<crate::Outcome> {
         let c = self.build(name, cfg)?;
         crate::run(c.as_ref(), req, on_text)

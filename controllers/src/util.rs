@@ -38,7 +38,7 @@ pub fn decode_single(s: &mut Session<'_>, mut pick: impl FnMut(&TokenDist) -> Re
     loop {
         let token = pick(s.batch.rows[0].next_dist()?)?;
         let live = s.batch.push(0, token)?;
-        s.stream.commit(&s.batch.rows[0].tokens)?;
+        s.commit(0)?;
         if !live {
             return Ok(());
         }

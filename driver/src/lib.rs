@@ -67,6 +67,22 @@ pub struct Request {
     pub config: SearchConfig,
     /// The reward, when the request is steered.
     pub reward: Option<RewardSpec>,
+    /// Report the model's log-probability of every generated token, with this many
+    /// alternatives per position (`None`: no logprobs).
+    pub logprobs: Option<usize>,
+    /// Also score the prompt's tokens (OpenAI's `echo`): every outcome carries them in
+    /// [`Outcome::prompt_logprobs`], with `logprobs` alternatives (0 when `None`).
+    pub echo: bool,
+    /// Generate a response (false with `echo`: only score the prompt, OpenAI's
+    /// `max_tokens: 0`).
+    pub generate: bool,
+}
+
+impl Request {
+    /// A request for `prompts` × `n` choices with `controller`, nothing extra reported.
+    pub fn new(prompts: Vec<Prompt>, n: usize, controller: impl Into<String>, config: SearchConfig, reward: Option<RewardSpec>) -> Self {
+        Self { prompts, n, controller: controller.into(), config, reward, logprobs: None, echo: false, generate: true }
+    }
 }
 
 /// What [`Driver::run`] reports, in order: `Started` once the reward's heads are built,
@@ -81,6 +97,9 @@ pub enum Event {
         index: usize,
         /// The new text.
         text: String,
+        /// The model's log-probabilities of the tokens this piece completes (empty unless
+        /// the request asked for logprobs).
+        logprobs: Vec<deal_backend::TokenLogprob>,
     },
     /// Choice `index` is finished.
     Done {
@@ -195,6 +214,16 @@ impl Driver {
         }
         let mut outcomes = Vec::new();
         for (p, prompt) in req.prompts.iter().enumerate() {
+            let echoed = if req.echo {
+                let lps = match self.backend.prompt_logprobs(&prompt.tokens, req.logprobs.unwrap_or(0)) {
+                    Ok(l) => l,
+                    Err(e) if matches!(e, deal_backend::Error::Cancelled) => return Ok(outcomes),
+                    Err(e) => return Err(e.into()),
+                };
+                Some(prompt.tokens.iter().copied().zip(lps).collect::<Vec<_>>())
+            } else {
+                None
+            };
             for j in 0..req.n {
                 let index = p * req.n + j;
                 // choice j samples with seed + j, so the n choices differ when the controller samples
@@ -205,14 +234,31 @@ impl Driver {
                 if let Some(w) = &reward {
                     r = r.with_reward(w);
                 }
-                let mut on_text = |piece: &str| {
-                    let ok = !cancel.load(Ordering::Relaxed) && on_event(Event::Text { index, text: piece.to_string() });
+                if let Some(top) = req.logprobs {
+                    r = r.with_logprobs(top);
+                }
+                let mut on_text = |piece: deal_controllers::Piece<'_>| {
+                    let ok = !cancel.load(Ordering::Relaxed)
+                        && on_event(Event::Text { index, text: piece.text.to_string(), logprobs: piece.logprobs.to_vec() });
                     if !ok {
                         gone.store(true, Ordering::Relaxed);
                     }
                     ok
                 };
-                let outcome = deal_controllers::run(controller.as_ref(), &r, &mut on_text)?;
+                let mut outcome = if req.generate {
+                    deal_controllers::run(controller.as_ref(), &r, &mut on_text)?
+                } else {
+                    Outcome {
+                        text: String::new(),
+                        tokens: Vec::new(),
+                        finish: deal_backend::FinishReason::Length,
+                        breakdown: None,
+                        stats: deal_controllers::SearchStats { prompt_tokens: prompt.tokens.len(), ..Default::default() },
+                        logprobs: Vec::new(),
+                        prompt_logprobs: None,
+                    }
+                };
+                outcome.prompt_logprobs = echoed.clone();
                 if cancel.load(Ordering::Relaxed) || gone.load(Ordering::Relaxed) {
                     outcomes.push(outcome);
                     return Ok(outcomes);

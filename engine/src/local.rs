@@ -67,6 +67,10 @@ impl Backend for Engine {
         Ok((Box::new(rows), step))
     }
 
+    fn prompt_logprobs(&self, tokens: &[u32], top: usize) -> deal_backend::Result<Vec<Option<deal_backend::TokenLogprob>>> {
+        Ok(self.teacher_forced_logprobs(tokens, top)?)
+    }
+
     fn start_shared(&self, prompt: &[u32], hidden: bool) -> deal_backend::Result<(Box<dyn Rows + '_>, Step)> {
         let run = || -> Result<(LocalRows<'_>, Step)> {
             let (base, mut step) = match self.shared_prompts().get(prompt) {
@@ -89,6 +93,39 @@ impl Backend for Engine {
         };
         let (rows, step) = run()?;
         Ok((Box::new(rows), step))
+    }
+}
+
+/// Positions per pass of [`Engine::teacher_forced_logprobs`]: all-position logits take
+/// vocabulary × positions floats (32 × 262k × 4 B = 34 MB on Gemma 3).
+const SCORE_CHUNK: usize = 32;
+
+impl Engine {
+    /// Each token's log-probability given the tokens before it (the first: `None`), with the
+    /// `top` most likely alternatives: one single-row cache, [`SCORE_CHUNK`] positions per
+    /// pass, the request's cancel flag checked between passes.
+    pub fn teacher_forced_logprobs(&self, tokens: &[u32], top: usize) -> Result<Vec<Option<deal_backend::TokenLogprob>>> {
+        let mut out = Vec::with_capacity(tokens.len());
+        if tokens.is_empty() {
+            return Ok(out);
+        }
+        if tokens.len() > self.model().config().context_length {
+            return Err(Error::invalid(format!("{} tokens to score; the context holds {}", tokens.len(), self.model().config().context_length)));
+        }
+        out.push(None);
+        let mut cache = self.model().new_cache(1)?;
+        let mut pos = 0;
+        // positions 0 .. n-2 predict tokens 1 .. n-1
+        for part in tokens[..tokens.len() - 1].chunks(SCORE_CHUNK) {
+            deal_backend::cancel::check()?;
+            let o = self.forward(&mut cache, &[part.to_vec()], LogitsFor::All)?;
+            let logits = o.logits.ok_or_else(|| Error::invalid("the forward pass returned no logits"))?;
+            for row in logits.get(0)?.to_vec2::<f32>()? {
+                pos += 1;
+                out.push(Some(TokenDist::from_logits(row).token_logprob(tokens[pos], top)));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -47,6 +47,10 @@ pub const MAX_STOP: usize = 16;
 pub const MAX_PROMPTS: usize = 16;
 /// `max_tokens` when the request gives none (capped by the room left in the context).
 pub const DEFAULT_MAX_TOKENS: usize = 256;
+/// Most alternatives per position `top_logprobs` (chat) / `logprobs` (completions) may ask for.
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+/// Most entries of `logit_bias` (OpenAI's limit).
+pub const MAX_LOGIT_BIAS: usize = 300;
 
 /// Parse and validate a request body for `endpoint`.
 pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]) -> Result<GenerationRequest, ApiError> {
@@ -96,6 +100,13 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
         ),
     };
     let stop = f.stop()?;
+    let (logprobs, echo) = f.logprobs(endpoint)?;
+    let frequency_penalty = f.penalty("frequency_penalty")?;
+    let presence_penalty = f.penalty("presence_penalty")?;
+    let logit_bias = f.logit_bias(engine.codec().vocab_size())?;
+    if echo && stream {
+        return Err(ApiError::invalid("echo", "`echo` is not supported with `stream: true`; ask without streaming"));
+    }
     let max_tokens = match (f.uint("max_completion_tokens")?, f.uint("max_tokens")?) {
         (Some(a), _) => Some(("max_completion_tokens", a)),
         (None, Some(b)) => Some(("max_tokens", b)),
@@ -147,9 +158,14 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
         return Err(e);
     }
     let room = ctx - longest;
+    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
+    let generate = !(echo && matches!(max_tokens, Some((_, 0))));
     let max_tokens = match max_tokens {
         None => DEFAULT_MAX_TOKENS.min(room),
-        Some((field, 0)) => return Err(ApiError::invalid(field, format!("`{field}` must be at least 1"))),
+        Some((_, 0)) if !generate => 1,
+        Some((field, 0)) => {
+            return Err(ApiError::invalid(field, format!("`{field}` must be at least 1 (0 only with `echo`: score the prompt)")))
+        }
         Some((field, m)) if m as usize > room || m > u32::MAX as u64 => {
             let mut e = ApiError::invalid(
                 field,
@@ -193,6 +209,15 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
     if let Some(p) = top_p {
         config.top_p = p as f32;
     }
+    if let Some(x) = frequency_penalty {
+        config.frequency_penalty = x;
+    }
+    if let Some(x) = presence_penalty {
+        config.presence_penalty = x;
+    }
+    if let Some(b) = logit_bias {
+        config.logit_bias = b;
+    }
     // the standard fields may make the controller's config invalid (e.g. temperature 0 for a
     // sampling controller): report it against the field the user set
     if let Err(e) = driver.registries().controllers.build(&controller, &config) {
@@ -204,7 +229,11 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
         };
         return Err(ApiError { param, ..e });
     }
-    Ok(GenerationRequest { endpoint, stream, include_usage, job: deal_driver::Request { prompts, n, controller, config, reward } })
+    let mut job = deal_driver::Request::new(prompts, n, controller, config, reward);
+    job.logprobs = logprobs;
+    job.echo = echo;
+    job.generate = generate;
+    Ok(GenerationRequest { endpoint, stream, include_usage, job })
 }
 
 /// Typed getters over a JSON object; errors name the field.
@@ -273,25 +302,82 @@ impl Fields<'_> {
         Ok(list)
     }
 
+    /// `logprobs` / `top_logprobs` (chat) or `logprobs` / `echo` (completions): how many
+    /// alternatives per position to report (`None`: no logprobs), and whether to echo the
+    /// prompt with its logprobs.
+    fn logprobs(&self, endpoint: Endpoint) -> Result<(Option<usize>, bool), ApiError> {
+        let top = |key: &str| -> Result<Option<usize>, ApiError> {
+            match self.get(key) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(n) if n <= MAX_TOP_LOGPROBS => Ok(Some(n as usize)),
+                    _ => Err(ApiError::invalid(key, format!("`{key}` must be an integer between 0 and {MAX_TOP_LOGPROBS}"))),
+                },
+            }
+        };
+        match endpoint {
+            Endpoint::Chat => {
+                if self.get("echo").is_some() {
+                    return Err(ApiError::invalid("echo", "`echo` is a field of /v1/completions, not of chat completions"));
+                }
+                let on = self.bool("logprobs")?.unwrap_or(false);
+                let n = top("top_logprobs")?;
+                if n.is_some() && !on {
+                    return Err(ApiError::invalid("top_logprobs", "`top_logprobs` needs `logprobs: true`"));
+                }
+                Ok((on.then(|| n.unwrap_or(0)), false))
+            }
+            Endpoint::Completion => {
+                if self.get("top_logprobs").is_some() {
+                    return Err(ApiError::invalid("top_logprobs", "completions take `logprobs` (an integer), not `top_logprobs`"));
+                }
+                Ok((top("logprobs")?, self.bool("echo")?.unwrap_or(false)))
+            }
+        }
+    }
+
+    /// `frequency_penalty` and `presence_penalty` (each in [-2, 2]).
+    fn penalty(&self, key: &str) -> Result<Option<f32>, ApiError> {
+        match self.num(key)? {
+            Some(x) if (-2.0..=2.0).contains(&x) => Ok(Some(x as f32)),
+            Some(x) => Err(ApiError::invalid(key, format!("`{key}` is {x}; it must be in [-2, 2]"))),
+            None => Ok(None),
+        }
+    }
+
+    /// `logit_bias`: token id (a string key, as JSON objects have) → bias in [-100, 100]; ids
+    /// must be in the vocabulary.
+    fn logit_bias(&self, vocab: usize) -> Result<Option<std::collections::BTreeMap<u32, f32>>, ApiError> {
+        let o = match self.get("logit_bias") {
+            None => return Ok(None),
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(ApiError::invalid("logit_bias", "`logit_bias` must be an object of token id → bias")),
+        };
+        if o.len() > MAX_LOGIT_BIAS {
+            return Err(ApiError::invalid("logit_bias", format!("at most {MAX_LOGIT_BIAS} entries")));
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (k, v) in o {
+            let id: u32 = k
+                .parse()
+                .ok()
+                .filter(|&id: &u32| (id as usize) < vocab)
+                .ok_or_else(|| ApiError::invalid("logit_bias", format!("`{k}` is not a token id of this model (0 to {})", vocab - 1)))?;
+            let b = v
+                .as_f64()
+                .filter(|b| (-100.0..=100.0).contains(b))
+                .ok_or_else(|| ApiError::invalid("logit_bias", format!("the bias of token {k} must be a number in [-100, 100]")))?;
+            out.insert(id, b as f32);
+        }
+        Ok(Some(out))
+    }
+
     /// Refuse fields whose meaning deal cannot honour (rather than silently ignoring them).
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        if self.bool("logprobs")?.unwrap_or(false) || self.get("top_logprobs").is_some_and(|v| v.as_u64() != Some(0)) {
-            return Err(ApiError::invalid("logprobs", "logprobs are not supported by deal's search controllers"));
-        }
         for key in ["tools", "functions", "tool_choice", "function_call", "audio", "prediction"] {
             if self.get(key).is_some() {
                 return Err(ApiError::invalid(key, format!("`{key}` is not supported")));
             }
-        }
-        for key in ["presence_penalty", "frequency_penalty"] {
-            if self.num(key)?.is_some_and(|x| x != 0.0) {
-                return Err(ApiError::invalid(key, format!("`{key}` is not supported (use the `repetition` reward head)")));
-            }
-        }
-        match self.get("logit_bias") {
-            None => {}
-            Some(Value::Object(o)) if o.is_empty() => {}
-            Some(_) => return Err(ApiError::invalid("logit_bias", "`logit_bias` is not supported")),
         }
         match self.get("response_format") {
             None => {}
@@ -303,7 +389,7 @@ impl Fields<'_> {
                 ))
             }
         }
-        for key in ["echo", "suffix", "best_of"] {
+        for key in ["suffix", "best_of"] {
             let set = match self.get(key) {
                 None | Some(Value::Bool(false)) => false,
                 Some(Value::Number(n)) => n.as_u64() != Some(1),

@@ -291,7 +291,7 @@ async fn complete(State(st): State<Arc<AppState>>, endpoint: Endpoint, body: Bod
     let guard = CancelOnDrop(cancel.clone());
     let t0 = Instant::now();
     st.worker.submit(Job { request: req.clone(), cancel, events: tx, enqueued: t0 })?;
-    let meta = ResponseMeta::new(endpoint, &st.served[0]);
+    let meta = ResponseMeta::new(endpoint, &st.served[0], st.driver.backend().clone());
     if req.stream {
         stream(st, meta, req, rx, guard, t0, deadline).await
     } else {
@@ -346,6 +346,8 @@ struct Streaming {
     done: usize,
     finished: bool,
     first_token: bool,
+    /// Characters of each choice's text streamed so far (`text_offset` of logprobs).
+    streamed: Vec<usize>,
     t0: Instant,
     deadline: Deadline,
     _guard: CancelOnDrop,
@@ -368,12 +370,17 @@ impl Streaming {
     fn on_event(&mut self, ev: Option<Event>) {
         match ev {
             Some(Ok(DriverEvent::Started)) => {}
-            Some(Ok(DriverEvent::Text { index, text })) => {
+            Some(Ok(DriverEvent::Text { index, text, logprobs })) => {
                 if !self.first_token {
                     self.first_token = true;
                     self.st.metrics.time_to_first_token.observe(self.t0.elapsed().as_secs_f64());
                 }
-                self.pending.push_back(sse_json(&response::text_chunk(&self.meta, index, &text, false)));
+                let at = self.streamed.get(index).copied().unwrap_or(0);
+                let lp = self.req.job.logprobs.map(|_| (&logprobs[..], at));
+                self.pending.push_back(sse_json(&response::text_chunk(&self.meta, index, &text, false, lp)));
+                if let Some(n) = self.streamed.get_mut(index) {
+                    *n += text.chars().count();
+                }
             }
             Some(Ok(DriverEvent::Done { index, outcome })) => {
                 self.pending.push_back(sse_json(&response::final_chunk(&self.meta, &self.req, index, &outcome)));
@@ -426,13 +433,14 @@ async fn stream(
         done: 0,
         finished: false,
         first_token: false,
+        streamed: vec![0; want],
         t0,
         deadline,
         _guard: guard,
     };
     if s.req.endpoint == Endpoint::Chat {
         for i in 0..want {
-            s.pending.push_back(sse_json(&response::text_chunk(&s.meta, i, "", true)));
+            s.pending.push_back(sse_json(&response::text_chunk(&s.meta, i, "", true, None)));
         }
     }
     s.on_event(first);

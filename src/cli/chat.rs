@@ -278,13 +278,13 @@ impl Chat {
             a.controller = "greedy".into();
         }
         let has_reward = a.has_reward();
-        let req = deal_driver::Request {
-            prompts: vec![deal_driver::Prompt { tokens, text: text.to_string() }],
-            n: 1,
-            controller: a.controller,
-            config: a.config,
-            reward: has_reward.then_some(a.reward),
-        };
+        let req = deal_driver::Request::new(
+            vec![deal_driver::Prompt { tokens, text: text.to_string() }],
+            1,
+            a.controller,
+            a.config,
+            has_reward.then_some(a.reward),
+        );
         let mut stdout = std::io::stdout().lock();
         let result = self.driver.run(&req, None, &mut |ev| match ev {
             deal_driver::Event::Text { text, .. } => stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()).is_ok(),

@@ -132,13 +132,13 @@ fn aligned(a: Args, name: &str, prompt: String) -> anyhow::Result<()> {
         anyhow::bail!("the prompt has {} tokens; the model's context is {}", tokens.len(), backend.context_length());
     }
     cfg.max_tokens = cfg.max_tokens.min(room);
-    let req = deal_driver::Request {
-        prompts: vec![deal_driver::Prompt { tokens, text: prompt }],
-        n: 1,
-        controller: name.to_string(),
-        config: cfg,
-        reward: (!spec.weights.is_empty()).then_some(spec),
-    };
+    let req = deal_driver::Request::new(
+        vec![deal_driver::Prompt { tokens, text: prompt }],
+        1,
+        name,
+        cfg,
+        (!spec.weights.is_empty()).then_some(spec),
+    );
     let mut stdout = std::io::stdout().lock();
     let mut outcomes = driver.run(&req, None, &mut |ev| match ev {
         // a closed stdout (e.g. `| head`) cancels the search instead of failing

@@ -45,7 +45,7 @@ pub fn run(e: &Engine, name: &str, cfg: &SearchConfig, prompt: &str, r: Option<&
     let mut req = Request::new(e, prompt);
     req.reward = r;
     let out = deal_controllers::Registry::builtin().search(name, cfg, &req, &mut |p| {
-        pieces.push(p.to_string());
+        pieces.push(p.text.to_string());
         true
     })
     .unwrap_or_else(|err| panic!("{name} on {prompt:?}: {err}"));
