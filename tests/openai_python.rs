@@ -1,6 +1,7 @@
 //! The official `openai` Python package (fetched with pip into the deal cache by the project's
 //! own setup code, or pre-installed there by `.ci/run`) against a `deal serve` started here:
-//! `tests/python/openai_client.py` (chat, streaming, `extra_body` alignment, errors), then the
+//! `tests/python/openai_client.py` (chat, streaming, `extra_body` alignment, errors),
+//! `tests/python/openai_logprobs.py` (logprobs, echo, penalties, logit_bias), then the
 //! Python examples in `examples/python/` as smoke tests.
 
 use std::io::{BufRead, BufReader};
@@ -50,6 +51,11 @@ fn official_openai_client_works_against_deal_serve() {
     let out = python("tests/python/openai_client.py", &[&addr, KEY], &[]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "openai_client.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    let out = python("tests/python/openai_logprobs.py", &[&addr, KEY], &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "openai_logprobs.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
 
     for example in ["examples/python/chat.py", "examples/python/stream.py", "examples/python/alignment.py"] {

@@ -11,6 +11,8 @@
 //! - [`search`]: wall time per committed token of every search controller vs. greedy, and of
 //!   `deal` vs. a naive implementation of the same search (rows one at a time, the prefix
 //!   recomputed every step).
+//! - [`steer`]: what a weight of 1 does at default settings, per λ: keyword coverage and
+//!   sentiment against greedy's, and the fluency cost (perplexity of the texts);
 //! - [`kernel`]: our batched Q8_0 matmul vs candle's on the model's weight shapes, and what
 //!   `m` rows cost relative to one.
 //! - [`load`]: many HTTP clients against a running server for a fixed time: throughput,
@@ -26,3 +28,4 @@ pub mod kernel;
 pub mod llamacpp;
 pub mod load;
 pub mod search;
+pub mod steer;

@@ -16,6 +16,7 @@ use deal_backend::{Backend, Rows, TokenDist, TokenLogprob};
 use deal_heads::Candidate;
 
 use crate::error::{ControlError, Result};
+use crate::grammar::{Grammar, RowGrammar};
 use crate::logits::LogitsProcessor;
 use crate::stats::SearchStats;
 
@@ -48,6 +49,8 @@ pub struct Row {
     /// The model's log-probability of each of `tokens` (when the request asked for
     /// logprobs; see [`Batch::record_logprobs`]), parallel to `tokens`.
     pub logprobs: Vec<TokenLogprob>,
+    /// The grammar's parser state after `tokens`, when the request has one.
+    pub grammar: Option<RowGrammar>,
 }
 
 impl Row {
@@ -184,23 +187,24 @@ impl<'a> Batch<'a> {
     }
 
     /// Process every distribution rows get from now on (and the ones they hold) with
-    /// `processor` (penalties, logit bias; see [`crate::logits`]).
-    pub fn set_processor(&mut self, processor: Option<LogitsProcessor>) {
+    /// `processor` (penalties, logit bias; see [`crate::logits`]) and mask them with
+    /// `grammar` (see [`crate::grammar`]). Called before any token is generated.
+    pub fn set_processing(&mut self, processor: Option<LogitsProcessor>, grammar: Option<&Grammar>) -> Result<()> {
+        if grammar.is_some() && !self.cheap_steps() {
+            return Err(deal_backend::Error::unsupported(
+                "cheap_steps",
+                "enforce a grammar (response_format, alignment.grammar): a remote engine continues rows on its own, unmasked",
+            )
+            .into());
+        }
         self.processor = processor;
-        for i in 0..self.rows.len() {
-            if let Some(d) = self.rows[i].dist.take() {
-                let d = self.process(d, &self.rows[i].tokens);
-                self.rows[i].dist = Some(d);
+        for row in &mut self.rows {
+            row.grammar = grammar.map(Grammar::start);
+            if let Some(d) = row.dist.take() {
+                row.dist = Some(process(&self.processor, row, d));
             }
         }
-    }
-
-    /// `dist` after the request's processing, for a row that has generated `generated`.
-    fn process(&self, dist: TokenDist, generated: &[u32]) -> TokenDist {
-        match &self.processor {
-            Some(p) => p.apply(&dist, generated),
-            None => dist,
-        }
+        Ok(())
     }
 
     /// Append `token` to row `r` (not yet fed). An end-of-generation token ends the row
@@ -217,6 +221,9 @@ impl<'a> Batch<'a> {
         if eog {
             row.finish = Some(Finish::Eos);
             return Ok(false);
+        }
+        if let Some(g) = &mut row.grammar {
+            g.consume(token).map_err(|e| ControlError::internal(format!("token {token} breaks the grammar: {e}")))?;
         }
         if let Some(top) = record {
             // the distribution the token was chosen from
@@ -267,10 +274,7 @@ impl<'a> Batch<'a> {
             row.fed += t.len();
             let step = step.unwrap_or_default();
             row.hidden = step.hidden;
-            row.dist = match (&self.processor, step.dist) {
-                (Some(p), Some(d)) => Some(p.apply(&d, &row.tokens)),
-                (_, d) => d,
-            };
+            row.dist = step.dist.map(|d| process(&self.processor, row, d));
         }
         Ok(())
     }
@@ -333,7 +337,7 @@ impl<'a> Batch<'a> {
         }
         let mut traces = Vec::with_capacity(self.rows.len());
         for (r, out) in outs.into_iter().enumerate() {
-            let first = out.first().map(|(_, d)| self.process(d.clone(), &self.rows[r].tokens));
+            let first = out.first().map(|(_, d)| process(&self.processor, &mut self.rows[r], d.clone()));
             let row = &mut self.rows[r];
             row.fed += pending[r].len();
             let base = row.tokens.len();
@@ -354,7 +358,7 @@ impl<'a> Batch<'a> {
                 if self.rows[r].is_done() {
                     break;
                 }
-                let d = &self.process(d.clone(), &self.rows[r].tokens);
+                let d = &process(&self.processor, &mut self.rows[r], d.clone());
                 if record {
                     trace.logprobs.push(d.logprob(*t));
                     trace.dists.push(Some(d.clone()));
@@ -368,7 +372,12 @@ impl<'a> Batch<'a> {
             if fed < held {
                 self.state.truncate(r, fed)?;
             }
-            let dist = out.get(fed - base).map(|(_, d)| self.process(d.clone(), &self.rows[r].tokens[..fed]));
+            // penalties count the tokens before this distribution (the row holds one more)
+            let dist = match (&self.processor, out.get(fed - base)) {
+                (Some(p), Some((_, d))) => Some(p.apply(d, &self.rows[r].tokens[..fed])),
+                (None, Some((_, d))) => Some(d.clone()),
+                (_, None) => None,
+            };
             let row = &mut self.rows[r];
             row.fed = fed;
             row.dist = dist;
@@ -417,6 +426,9 @@ impl<'a> Batch<'a> {
         if len > row.tokens.len() {
             return Err(ControlError::internal(format!("truncate row {r} to {len} > {}", row.tokens.len())));
         }
+        if let Some(g) = &mut row.grammar {
+            g.rollback(row.tokens.len() - len).map_err(|e| ControlError::internal(format!("grammar rollback: {e}")))?;
+        }
         row.tokens.truncate(len);
         row.logprobs.truncate(len);
         row.finish = None;
@@ -452,6 +464,19 @@ impl<'a> Batch<'a> {
 
     fn row_mut(&mut self, r: usize) -> Result<&mut Row> {
         self.rows.get_mut(r).ok_or_else(|| ControlError::internal(format!("no row {r}")))
+    }
+}
+
+/// `dist` after the request's processing for `row` (penalties over its tokens, then its
+/// grammar's mask).
+fn process(processor: &Option<LogitsProcessor>, row: &mut Row, dist: TokenDist) -> TokenDist {
+    let dist = match processor {
+        Some(p) => p.apply(&dist, &row.tokens),
+        None => dist,
+    };
+    match &mut row.grammar {
+        Some(g) => g.mask(&dist),
+        None => dist,
     }
 }
 

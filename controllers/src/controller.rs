@@ -11,6 +11,7 @@ use deal_heads::reward::{Breakdown, WeightedReward};
 use crate::batch::{Batch, Finish};
 use crate::config::SearchConfig;
 use crate::error::{ControlError, Result};
+use crate::grammar::Grammar;
 use crate::stats::SearchStats;
 use crate::stream::{Piece, Stream};
 
@@ -32,12 +33,14 @@ pub struct Request<'a> {
     /// Report the model's log-probability of every response token with this many
     /// alternatives (`None`: don't).
     pub logprobs: Option<usize>,
+    /// Constrain every row to this grammar (structured output).
+    pub grammar: Option<&'a Grammar>,
 }
 
 impl<'a> Request<'a> {
     /// A request for `prompt` (tokenized by the backend), without reward or cancel flag.
     pub fn new(backend: &'a dyn Backend, prompt: &'a str) -> Self {
-        Self { backend, prompt, tokens: None, reward: None, cancel: None, logprobs: None }
+        Self { backend, prompt, tokens: None, reward: None, cancel: None, logprobs: None, grammar: None }
     }
 
     /// Search from these prompt tokens; `prompt` stays what the heads see.
@@ -56,6 +59,12 @@ impl<'a> Request<'a> {
     /// ([`Outcome::logprobs`], and with every streamed piece).
     pub fn with_logprobs(mut self, top: usize) -> Self {
         self.logprobs = Some(top);
+        self
+    }
+
+    /// Constrain the output to `grammar` (every row, every controller).
+    pub fn with_grammar(mut self, grammar: &'a Grammar) -> Self {
+        self.grammar = Some(grammar);
         self
     }
 
@@ -196,7 +205,7 @@ pub fn run(controller: &dyn Controller, req: &Request<'_>, on_text: &mut dyn FnM
     };
     let mut batch = batch;
     batch.record_logprobs(req.logprobs);
-    batch.set_processor(crate::logits::LogitsProcessor::from_config(cfg));
+    batch.set_processing(crate::logits::LogitsProcessor::from_config(cfg), req.grammar)?;
     let stream = Stream::new(req.backend.codec(), &cfg.stop, on_text);
     let mut s = Session { batch, stream, prompt: req.prompt, reward: req.reward };
     let (tokens, text, finish, row) = match controller.search(&mut s) {

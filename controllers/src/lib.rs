@@ -15,7 +15,8 @@
 //! - [`early_prune`]: speculative rejection (Sun et al. 2024): N samples pruned by partial h.
 //!
 //! Shared parts: [`SearchConfig`] (typed, validated), [`logits::LogitsProcessor`] (penalties
-//! and logit bias, applied before any controller reads a distribution), [`controller::run`] (prefill, stream,
+//! and logit bias, applied before any controller reads a distribution), [`grammar`]
+//! (structured outputs: llguidance token masks on every row), [`controller::run`] (prefill, stream,
 //! cancel, breakdown, stats), [`batch::Batch`] (rows + backend state + stop/EOS + text),
 //! [`Registry`] (name → controller, passed in by the program). Adding a built-in controller is
 //! one file plus one line below; a program adds its own with [`Registry::register`].
@@ -26,6 +27,7 @@ pub mod batch;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod grammar;
 pub mod logits;
 pub mod registry;
 pub mod stats;

@@ -11,6 +11,9 @@ pub enum BenchCommand {
     Decode(DecodeArgs),
     /// Wall time per committed token of every search controller vs greedy, and of deal vs a naive implementation.
     Search(super::bench_search::Args),
+    /// What a weight of 1 does at default settings, per λ: keyword coverage, sentiment and the
+    /// perplexity cost against greedy.
+    Steer(super::bench_steer::Args),
     /// Concurrent searches (as concurrent server requests) vs the same searches one after another.
     Concurrent(ConcurrentArgs),
     /// Our batched Q8_0 matmul vs candle's on the model's weight shapes, at several row counts.
@@ -116,6 +119,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode_bench(a),
         BenchCommand::Search(a) => super::bench_search::run(a),
+        BenchCommand::Steer(a) => super::bench_steer::run(a),
         BenchCommand::Concurrent(a) => concurrent_bench(a),
         BenchCommand::Kernel(a) => kernel_bench(a),
         BenchCommand::Load(a) => load_bench(a),

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_search;
+pub mod bench_steer;
 pub mod chat;
 pub mod generate;
 pub mod heads;
