@@ -1,7 +1,9 @@
 //! The official `openai` Python package (fetched with pip into the deal cache by the project's
 //! own setup code, or pre-installed there by `.ci/run`) against a `deal serve` started here:
 //! `tests/python/openai_client.py` (chat, streaming, `extra_body` alignment, errors),
-//! `tests/python/openai_logprobs.py` (logprobs, echo, penalties, logit_bias), then the
+//! `tests/python/openai_logprobs.py` (logprobs, echo, penalties, logit_bias),
+//! `tests/python/openai_steering.py` (a weight of 1 steers at default settings; structured
+//! outputs), then the
 //! Python examples in `examples/python/` as smoke tests.
 
 use std::io::{BufRead, BufReader};
@@ -57,6 +59,13 @@ fn official_openai_client_works_against_deal_serve() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "openai_logprobs.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    let concepts = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/data/keyword_concepts.txt");
+    let out = python("tests/python/openai_steering.py", &[&addr, KEY, concepts], &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "openai_steering.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    eprintln!("{}", stdout.trim());
 
     for example in ["examples/python/chat.py", "examples/python/stream.py", "examples/python/alignment.py"] {
         let out = python(example, &[], &[("DEAL_URL", &addr), ("DEAL_API_KEY", KEY)]);

@@ -10,13 +10,18 @@
 //!  "weights": {"sentiment": 1.0, "length": 0.5},
 //!  "heads": {"length": {"target": 25}},
 //!  "params": {"k": 4, "l": 4, "beams": 2, "lambda": 1.0},
-//!  "min": {"sentiment": 0.2}, "combine": "linear", "ref": {}, "temperature": 0.1}
+//!  "min": {"sentiment": 0.2}, "combine": "linear", "ref": {}, "temperature": 0.1,
+//!  "grammar": {"lark": "start: \"yes\" | \"no\""}}
 //! ```
+//!
+//! `grammar` is a hard constraint on the output: `{"lark": ...}`, `{"regex": ...}` or
+//! `{"json_schema": {...}}` (OpenAI's `response_format` does the JSON cases too).
 //!
 //! `params` takes [`SearchConfig`]'s field names plus the papers' letters as aliases
 //! (`l` = `lookahead`, `b` = `beams`, `w` = `lambda`, `N` = `n`, `K` = `blocks`,
 //! `M` = `block_len`). Without `controller`, `deal` is used when a weight is set.
 
+use deal_controllers::grammar::GrammarSpec;
 use deal_controllers::SearchConfig;
 use deal_heads::reward::RewardSpec;
 use serde_json::{Map, Value};
@@ -32,6 +37,8 @@ pub struct Alignment {
     pub config: SearchConfig,
     /// The reward: head weights, head parameters, floors and how scores combine.
     pub reward: RewardSpec,
+    /// A hard constraint on the output (compiled by [`crate::Driver::grammar`]).
+    pub grammar: Option<GrammarSpec>,
 }
 
 /// What was wrong with an alignment setting: the offending field (dotted path from the
@@ -66,7 +73,7 @@ const REWARD_KEYS: [&str; 6] = ["weights", "heads", "min", "combine", "ref", "te
 
 impl Default for Alignment {
     fn default() -> Self {
-        Self { controller: "deal".into(), config: SearchConfig::default(), reward: RewardSpec::default() }
+        Self { controller: "deal".into(), config: SearchConfig::default(), reward: RewardSpec::default(), grammar: None }
     }
 }
 
@@ -90,6 +97,7 @@ impl Alignment {
                         a.set_param(k, v.clone())?;
                     }
                 }
+                "grammar" => a.grammar = Some(parse_grammar(value)?),
                 k if REWARD_KEYS.contains(&k) => {
                     reward.insert(key.clone(), value.clone());
                 }
@@ -97,7 +105,7 @@ impl Alignment {
                     return Err(bad(
                         format!("alignment.{other}"),
                         format!(
-                            "unknown alignment field `{other}` (valid: controller, params, {})",
+                            "unknown alignment field `{other}` (valid: controller, params, grammar, {})",
                             REWARD_KEYS.join(", ")
                         ),
                     ))
@@ -176,6 +184,19 @@ impl Alignment {
     /// Whether a reward is set (any head named).
     pub fn has_reward(&self) -> bool {
         !self.reward.head_names().is_empty()
+    }
+}
+
+/// `alignment.grammar`: `{"lark": "..."}`, `{"regex": "..."}` or `{"json_schema": {...}}`.
+fn parse_grammar(v: &Value) -> Result<GrammarSpec, AlignmentError> {
+    let msg = "`grammar` must be one of {\"lark\": \"...\"}, {\"regex\": \"...\"}, {\"json_schema\": {...}}";
+    let o = v.as_object().filter(|o| o.len() == 1).ok_or_else(|| bad("alignment.grammar", msg))?;
+    let (kind, body) = o.iter().next().ok_or_else(|| bad("alignment.grammar", msg))?;
+    match (kind.as_str(), body) {
+        ("lark", Value::String(g)) => Ok(GrammarSpec::Lark(g.clone())),
+        ("regex", Value::String(r)) => Ok(GrammarSpec::Regex(r.clone())),
+        ("json_schema", s @ Value::Object(_)) => Ok(GrammarSpec::JsonSchema { schema: s.clone(), strict: false }),
+        _ => Err(bad("alignment.grammar", msg)),
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use deal_backend::Backend;
+use deal_controllers::grammar::{Grammar, GrammarCompiler, GrammarError, GrammarSpec};
 use deal_controllers::{ControlError, Outcome, SearchConfig};
 use deal_heads::reward::{RewardSpec, WeightedReward};
 use deal_heads::HeadContext;
@@ -76,12 +77,14 @@ pub struct Request {
     /// Generate a response (false with `echo`: only score the prompt, OpenAI's
     /// `max_tokens: 0`).
     pub generate: bool,
+    /// Constrain every response to this grammar (compiled by [`Driver::grammar`]).
+    pub grammar: Option<Grammar>,
 }
 
 impl Request {
     /// A request for `prompts` × `n` choices with `controller`, nothing extra reported.
     pub fn new(prompts: Vec<Prompt>, n: usize, controller: impl Into<String>, config: SearchConfig, reward: Option<RewardSpec>) -> Self {
-        Self { prompts, n, controller: controller.into(), config, reward, logprobs: None, echo: false, generate: true }
+        Self { prompts, n, controller: controller.into(), config, reward, logprobs: None, echo: false, generate: true, grammar: None }
     }
 }
 
@@ -127,13 +130,29 @@ pub struct Driver {
     backend: Arc<dyn Backend>,
     registries: Registries,
     heads: Arc<HeadContext>,
+    /// The grammar compiler of the backend's tokenizer, built on first use.
+    grammars: Arc<std::sync::OnceLock<Result<GrammarCompiler, GrammarError>>>,
 }
 
 impl Driver {
     /// A driver over `backend`, whose model-backed heads share `heads` (build it with
     /// [`HeadContext::with_policy`] for the local engine or [`HeadContext::with_backend`]).
     pub fn new(backend: Arc<dyn Backend>, registries: Registries, heads: Arc<HeadContext>) -> Self {
-        Self { backend, registries, heads }
+        Self { backend, registries, heads, grammars: Arc::default() }
+    }
+
+    /// Compile `spec` for the backend's tokenizer (the compiler is built on the first call,
+    /// about a second for a 262k vocabulary; [`Driver::warm_grammars`] builds it ahead).
+    pub fn grammar(&self, spec: &GrammarSpec) -> Result<Grammar, GrammarError> {
+        match self.grammars.get_or_init(|| GrammarCompiler::new(self.backend.codec())) {
+            Ok(c) => c.compile(spec),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Build the grammar compiler now (a server does it at start, off the request path).
+    pub fn warm_grammars(&self) {
+        self.grammars.get_or_init(|| GrammarCompiler::new(self.backend.codec()));
     }
 
     /// The backend searches run on.
@@ -236,6 +255,9 @@ impl Driver {
                 }
                 if let Some(top) = req.logprobs {
                     r = r.with_logprobs(top);
+                }
+                if let Some(g) = &req.grammar {
+                    r = r.with_grammar(g);
                 }
                 let mut on_text = |piece: deal_controllers::Piece<'_>| {
                     let ok = !cancel.load(Ordering::Relaxed)

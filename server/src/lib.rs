@@ -136,6 +136,12 @@ impl AppState {
         served.extend(config.aliases.iter().cloned());
         let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let parsing = Arc::new(tokio::sync::Semaphore::new((2 * config.parallel).max(4)));
+        // the grammar compiler (a trie of the vocabulary) is built off the request path; a
+        // structured-output request that comes first waits for it
+        if driver.backend().capabilities().cheap_steps {
+            let d = driver.clone();
+            std::thread::spawn(move || d.warm_grammars());
+        }
         Arc::new(Self { driver, worker, metrics, config, served, created, parsing })
     }
 }

@@ -10,6 +10,7 @@
 
 use deal_backend::chat::{Message, Role};
 use deal_controllers::SearchConfig;
+use deal_controllers::grammar::GrammarSpec;
 use deal_driver::{Alignment, Driver, Prompt};
 use serde_json::{Map, Value};
 
@@ -104,6 +105,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
     let frequency_penalty = f.penalty("frequency_penalty")?;
     let presence_penalty = f.penalty("presence_penalty")?;
     let logit_bias = f.logit_bias(engine.codec().vocab_size())?;
+    let response_format = f.response_format()?;
     if echo && stream {
         return Err(ApiError::invalid("echo", "`echo` is not supported with `stream: true`; ask without streaming"));
     }
@@ -186,6 +188,24 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
         Some(v) => Some(Alignment::from_value(v, driver.registries()).map_err(|e| ApiError::invalid(e.param, e.message))?),
     };
     let seed = seed.unwrap_or_else(rand::random::<u64>);
+    let grammar_spec = match (response_format, alignment.as_ref().and_then(|a| a.grammar.clone())) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("alignment.grammar", "give either `response_format` or `alignment.grammar`, not both"))
+        }
+        (Some(g), None) => Some(("response_format", g)),
+        (None, Some(g)) => Some(("alignment.grammar", g)),
+        (None, None) => None,
+    };
+    let grammar = match grammar_spec {
+        Some((param, spec)) => Some(driver.grammar(&spec).map_err(|e| ApiError::invalid(param, format!("the grammar does not compile: {e}")))?),
+        None => None,
+    };
+    if grammar.is_some() && !engine.capabilities().cheap_steps {
+        return Err(ApiError::invalid(
+            "response_format",
+            "structured outputs need the local engine: a remote engine continues rows on its own, unmasked",
+        ));
+    }
     let (controller, mut config, reward) = match alignment {
         Some(a) => {
             let reward = a.has_reward().then_some(a.reward);
@@ -233,6 +253,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
     job.logprobs = logprobs;
     job.echo = echo;
     job.generate = generate;
+    job.grammar = grammar;
     Ok(GenerationRequest { endpoint, stream, include_usage, job })
 }
 
@@ -336,6 +357,38 @@ impl Fields<'_> {
         }
     }
 
+    /// `response_format`: `text` (none), `json_object`, or `json_schema` with
+    /// `{"name", "schema", "strict"}` (OpenAI's shapes).
+    fn response_format(&self) -> Result<Option<GrammarSpec>, ApiError> {
+        let o = match self.get("response_format") {
+            None => return Ok(None),
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err(ApiError::invalid("response_format", "`response_format` must be an object with a `type`")),
+        };
+        match o.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(GrammarSpec::JsonObject)),
+            Some("json_schema") => {
+                let js = o.get("json_schema").and_then(Value::as_object).ok_or_else(|| {
+                    ApiError::invalid("response_format.json_schema", "`json_schema` must be an object with a `schema`")
+                })?;
+                let schema = js.get("schema").filter(|s| s.is_object()).ok_or_else(|| {
+                    ApiError::invalid("response_format.json_schema.schema", "`schema` must be a JSON Schema object")
+                })?;
+                let strict = match js.get("strict") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(ApiError::invalid("response_format.json_schema.strict", "`strict` must be true or false")),
+                };
+                Ok(Some(GrammarSpec::JsonSchema { schema: schema.clone(), strict }))
+            }
+            other => Err(ApiError::invalid(
+                "response_format.type",
+                format!("`type` is {other:?}; it must be \"text\", \"json_object\" or \"json_schema\""),
+            )),
+        }
+    }
+
     /// `frequency_penalty` and `presence_penalty` (each in [-2, 2]).
     fn penalty(&self, key: &str) -> Result<Option<f32>, ApiError> {
         match self.num(key)? {
@@ -374,19 +427,20 @@ impl Fields<'_> {
 
     /// Refuse fields whose meaning deal cannot honour (rather than silently ignoring them).
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        for key in ["tools", "functions", "tool_choice", "function_call", "audio", "prediction"] {
+        for key in ["tools", "functions", "tool_choice", "function_call"] {
             if self.get(key).is_some() {
-                return Err(ApiError::invalid(key, format!("`{key}` is not supported")));
+                return Err(ApiError::invalid(
+                    key,
+                    format!(
+                        "`{key}` is not supported: deal does not parse tool calls; constrain the output to your \
+                         function's arguments with `response_format: {{\"type\": \"json_schema\", ...}}`"
+                    ),
+                ));
             }
         }
-        match self.get("response_format") {
-            None => {}
-            Some(Value::Object(o)) if o.get("type").and_then(Value::as_str) == Some("text") => {}
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "response_format",
-                    "only {\"type\": \"text\"} is supported; steer toward JSON with the `format` reward head",
-                ))
+        for key in ["audio", "prediction"] {
+            if self.get(key).is_some() {
+                return Err(ApiError::invalid(key, format!("`{key}` is not supported")));
             }
         }
         for key in ["suffix", "best_of"] {

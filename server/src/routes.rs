@@ -199,7 +199,13 @@ async fn heads(State(st): State<Arc<AppState>>) -> Json<Value> {
         .map(|k| json!({"name": k.name, "description": k.description, "needs_reward": k.needs_reward}))
         .collect();
     let defaults = serde_json::to_value(deal_controllers::SearchConfig::default()).unwrap_or_default();
-    Json(json!({"object": "list", "data": heads, "controllers": controllers, "params": defaults}))
+    Json(json!({
+        "object": "list",
+        "data": heads,
+        "controllers": controllers,
+        "params": defaults,
+        "weights": deal_controllers::config::WEIGHT_MEANING,
+    }))
 }
 
 async fn chat(st: State<Arc<AppState>>, Extension(id): Extension<RequestId>, body: Body) -> Response {

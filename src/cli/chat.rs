@@ -135,7 +135,10 @@ impl Chat {
         let mut out = out.lock();
         match name {
             "quit" | "exit" | "q" => return Ok(false),
-            "help" | "?" => writeln!(out, "{HELP}")?,
+            "help" | "?" => {
+                writeln!(out, "{HELP}")?;
+                writeln!(out, "\nweights: {}", deal_controllers::config::WEIGHT_MEANING)?;
+            }
             "reset" => {
                 self.reset();
                 writeln!(out, "(conversation cleared)")?;
