@@ -11,6 +11,8 @@
 //! - [`search`]: wall time per committed token of every search controller vs. greedy, and of
 //!   `deal` vs. a naive implementation of the same search (rows one at a time, the prefix
 //!   recomputed every step).
+//! - [`grammar`]: structured outputs: compiler build, schema compile, mask µs per row per
+//!   token, constrained vs unconstrained wall time per token;
 //! - [`steer`]: what a weight of 1 does at default settings, per λ: keyword coverage and
 //!   sentiment against greedy's, and the fluency cost (perplexity of the texts);
 //! - [`kernel`]: our batched Q8_0 matmul vs candle's on the model's weight shapes, and what
@@ -23,6 +25,7 @@
 pub mod concurrent;
 pub mod decode;
 pub mod footprint;
+pub mod grammar;
 pub mod heads;
 pub mod kernel;
 pub mod llamacpp;

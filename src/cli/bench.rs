@@ -14,6 +14,9 @@ pub enum BenchCommand {
     /// What a weight of 1 does at default settings, per λ: keyword coverage, sentiment and the
     /// perplexity cost against greedy.
     Steer(super::bench_steer::Args),
+    /// Structured outputs: grammar compiler build, schema compile, mask µs per row per token,
+    /// constrained vs unconstrained greedy and DeAL wall time per token.
+    Grammar(GrammarArgs),
     /// Concurrent searches (as concurrent server requests) vs the same searches one after another.
     Concurrent(ConcurrentArgs),
     /// Our batched Q8_0 matmul vs candle's on the model's weight shapes, at several row counts.
@@ -21,6 +24,31 @@ pub enum BenchCommand {
     /// Many HTTP clients against `deal serve` (in-process, or `--url`) for a fixed time:
     /// throughput, latency and time-to-first-token percentiles, statuses by class.
     Load(LoadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GrammarArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Interleaved rounds of constrained and unconstrained searches per schema.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+}
+
+fn grammar_bench(a: GrammarArgs) -> anyhow::Result<()> {
+    let engine = a.model.load()?;
+    eprintln!("deal bench grammar: {} (vocabulary {}), {} rounds", engine.name(), deal_backend::TextCodec::vocab_size(engine.tokenizer()), a.rounds);
+    let (build_ms, points) = deal_bench::grammar::run(&engine, a.rounds)?;
+    println!("grammar compiler for the vocabulary: {build_ms:.0} ms (once per server)");
+    println!("| schema | compile | mask per row per token | tokens | greedy constrained / plain | deal constrained / plain |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for p in &points {
+        println!(
+            "| {} | {:.1} ms | {:.0} µs | {} | {:.2}x | {:.2}x |",
+            p.schema, p.compile_ms, p.mask_us, p.tokens, p.greedy_ratio, p.deal_ratio
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +148,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Decode(a) => decode_bench(a),
         BenchCommand::Search(a) => super::bench_search::run(a),
         BenchCommand::Steer(a) => super::bench_steer::run(a),
+        BenchCommand::Grammar(a) => grammar_bench(a),
         BenchCommand::Concurrent(a) => concurrent_bench(a),
         BenchCommand::Kernel(a) => kernel_bench(a),
         BenchCommand::Load(a) => load_bench(a),
