@@ -58,3 +58,23 @@ fn generate_with_a_controller_reports_the_breakdown() {
         assert!(!ok && err.trim().lines().count() == 1 && err.starts_with("error: "), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn generate_with_a_json_schema_or_regex_is_constrained() {
+    let dir = std::env::temp_dir().join(format!("deal-cli-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let schema = dir.join("colour.json");
+    std::fs::write(&schema, r#"{"type": "object", "properties": {"colour": {"enum": ["red", "green"]}}, "required": ["colour"]}"#).unwrap();
+    let (ok, out, err) = deal(&["generate", "-p", "A colour as JSON:\n", "-n", "24", "--json-schema", schema.to_str().unwrap(), "--quiet"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert!(v["colour"] == "red" || v["colour"] == "green", "{v}");
+    let (ok, out, err) = deal(&["generate", "-p", "Year:", "-n", "8", "--regex", " [12][0-9]{3}", "--quiet"]);
+    assert!(ok, "{err}");
+    let t = out.trim();
+    assert!(t.len() == 4 && t.chars().all(|c| c.is_ascii_digit()), "{out:?}");
+    std::fs::write(&schema, "not json").unwrap();
+    let (ok, _, err) = deal(&["generate", "-p", "x", "--json-schema", schema.to_str().unwrap()]);
+    assert!(!ok && err.contains("not JSON"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -208,3 +208,64 @@ fn deal_steers_llama_server() {
     assert_eq!(s, 200, "after the engine came back: {ok}");
     assert!(!text(&ok).is_empty());
 }
+
+/// `deal serve` on the local engine (no `--engine`): its base URL.
+fn start_local_deal() -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deal"))
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start deal serve");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("deal serve exited before listening").expect("stderr");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (Proc(child), addr)
+}
+
+/// deal is itself an engine a remote deal can steer: token-id prompts, top-N logprobs with
+/// `return_tokens_as_token_ids`. A front deal over an engine deal gives the engine's greedy
+/// text, and DeAL through it steers.
+#[test]
+fn deal_serves_as_the_engine_of_another_deal() {
+    let (_engine, engine_url) = start_local_deal();
+    let port: u16 = engine_url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).expect("engine port");
+    let (_front, base) = start_deal(port);
+    // 1. the front's greedy is the engine's greedy (deal's kernels are batch-invariant)
+    for p in &PROMPTS[..6] {
+        let body = json!({"model": "deal", "prompt": p, "max_tokens": 24, "temperature": 0});
+        let (s, ours) = completion(&base, body.clone());
+        assert_eq!(s, 200, "{ours}");
+        let (s, theirs) = completion(&engine_url, body);
+        assert_eq!(s, 200, "{theirs}");
+        assert_eq!(text(&ours), text(&theirs), "{p:?}");
+    }
+    // 2. the engine answers token-id prompts with id-named logprobs
+    let (s, v) = completion(&engine_url, json!({"model": "deal", "prompt": [[2, 818, 5279]], "max_tokens": 2, "temperature": 0,
+                                                 "logprobs": 3, "return_tokens_as_token_ids": true}));
+    assert_eq!(s, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert!(lp["tokens"][0].as_str().is_some_and(|t| t.starts_with("token_id:")), "{lp}");
+    assert_eq!(lp["top_logprobs"][0].as_object().map(|o| o.len()), Some(3), "{lp}");
+    // 3. DeAL with default settings through the engine steers
+    let sets = concept_sets();
+    let (mut g, mut d) = (0.0, 0.0);
+    for words in &sets[..8] {
+        let common = json!({"model": "deal", "prompt": concept_prompt(words), "max_tokens": 16, "stop": ["\n"], "temperature": 0});
+        let (s, greedy) = completion(&base, common.clone());
+        assert_eq!(s, 200, "{greedy}");
+        let mut steered = common;
+        steered["alignment"] = json!({"weights": {"keywords": 1.0}, "heads": {"keywords": {"words": words}}});
+        let (s, deal) = completion(&base, steered);
+        assert_eq!(s, 200, "{deal}");
+        g += hard(words, &text(&greedy));
+        d += hard(words, &text(&deal));
+    }
+    println!("hard coverage through an engine deal: greedy {:.3}, deal {:.3}", g / 8.0, d / 8.0);
+    assert!(d / 8.0 >= g / 8.0 + 0.25, "deal {d} vs greedy {g} over 8 sets");
+}

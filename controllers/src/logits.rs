@@ -57,10 +57,12 @@ impl LogitsProcessor {
         if deltas.is_empty() {
             return dist.clone();
         }
-        let processed = match dist.listed() {
+        // from the model's own distribution: processing twice never counts a penalty twice
+        let base = dist.model();
+        let processed = match base.listed() {
             Some(listed) => TokenDist::top_n(listed.iter().map(|&(t, lp)| (t, lp + deltas.get(&t).copied().unwrap_or(0.0))).collect()),
             None => {
-                let mut logits = dist.logits().unwrap_or_default().to_vec();
+                let mut logits = base.logits().unwrap_or_default().to_vec();
                 for (&t, &d) in &deltas {
                     if let Some(l) = logits.get_mut(t as usize) {
                         *l += d;

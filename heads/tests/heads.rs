@@ -143,8 +143,11 @@ fn format_checks_regexes_json_and_schema_and_treats_partials_fairly() {
 
     let e = build_err("format", json!({"must": ["(unclosed"]}));
     assert!(e.contains("(unclosed"), "{e}");
-    let e = build_err("format", json!({"schema": {"type": "object", "oneOf": []}}));
-    assert!(e.contains("unsupported schema keyword `oneOf`") && e.contains("supported:"), "{e}");
+    let e = build_err("format", json!({"schema": {"type": "no-such-type"}}));
+    assert!(e.contains("`schema`") && e.contains("no-such-type"), "{e}");
+    // full JSON Schema now (llguidance), e.g. anyOf and $ref
+    let any = head("format", json!({"schema": {"anyOf": [{"type": "integer"}, {"$ref": "#/$defs/s"}], "$defs": {"s": {"type": "string", "maxLength": 3}}}}));
+    assert_eq!(scores(&*any, &["12", "\"abc\"", "\"abcd\"", "true"]), [1.0, 1.0, 0.5, 0.5]);
     assert!(build_err("format", json!({})).contains("nothing to check"));
 }
 

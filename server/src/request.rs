@@ -34,6 +34,9 @@ pub struct GenerationRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: end the stream with a chunk of token counts.
     pub include_usage: bool,
+    /// `return_tokens_as_token_ids` (vLLM's field): logprobs name tokens `token_id:N`, so
+    /// a client with the same vocabulary (a remote deal) reads ids, not text.
+    pub token_ids: bool,
     /// What the driver runs: the prompts (a completions request may give a list), `n`
     /// (1 to [`MAX_N`]), the controller (`greedy` / `sample` without alignment), its config
     /// (the OpenAI sampling fields plus `alignment.params`) and the reward spec.
@@ -137,9 +140,20 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
             if obj.contains_key("messages") {
                 return Err(ApiError::invalid("messages", "completions take `prompt`; use /v1/chat/completions for `messages`"));
             }
-            for text in parse_prompts(obj.get("prompt"))? {
-                let tokens = engine.encode_prompt(&text).map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-                prompts.push(Prompt { tokens, text });
+            match token_prompts(obj.get("prompt"), engine.codec().vocab_size())? {
+                // token ids, as OpenAI allows (a remote deal sends them): used as given
+                Some(lists) => {
+                    for tokens in lists {
+                        let text = engine.codec().decode(&tokens, true).map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+                        prompts.push(Prompt { tokens, text });
+                    }
+                }
+                None => {
+                    for text in parse_prompts(obj.get("prompt"))? {
+                        let tokens = engine.encode_prompt(&text).map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+                        prompts.push(Prompt { tokens, text });
+                    }
+                }
             }
         }
     }
@@ -254,7 +268,8 @@ pub fn parse(body: &[u8], endpoint: Endpoint, driver: &Driver, served: &[String]
     job.echo = echo;
     job.generate = generate;
     job.grammar = grammar;
-    Ok(GenerationRequest { endpoint, stream, include_usage, job })
+    let token_ids = f.bool("return_tokens_as_token_ids")?.unwrap_or(false);
+    Ok(GenerationRequest { endpoint, stream, include_usage, token_ids, job })
 }
 
 /// Typed getters over a JSON object; errors name the field.
@@ -506,6 +521,36 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     Ok(out)
 }
 
+/// `prompt` as token ids: a list of integers (one prompt) or a list of such lists; `None`
+/// when it is text. Ids must be in the vocabulary.
+fn token_prompts(v: Option<&Value>, vocab: usize) -> Result<Option<Vec<Vec<u32>>>, ApiError> {
+    let Some(Value::Array(a)) = v else { return Ok(None) };
+    let ids = |list: &[Value]| -> Result<Vec<u32>, ApiError> {
+        list.iter()
+            .map(|x| {
+                x.as_u64().filter(|&t| (t as usize) < vocab).map(|t| t as u32).ok_or_else(|| {
+                    ApiError::invalid("prompt", format!("token prompts must be ids of this model's vocabulary (0 to {}), got {x}", vocab - 1))
+                })
+            })
+            .collect()
+    };
+    let lists = match a.first() {
+        Some(Value::Number(_)) => vec![ids(a)?],
+        Some(Value::Array(_)) => a
+            .iter()
+            .map(|p| match p {
+                Value::Array(l) if !l.is_empty() => ids(l),
+                _ => Err(ApiError::invalid("prompt", "a list of token prompts must hold non-empty lists of token ids")),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Ok(None),
+    };
+    if lists.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid("prompt", format!("at most {MAX_PROMPTS} prompts per request")));
+    }
+    Ok(Some(lists))
+}
+
 /// `prompt`: a string or a non-empty list of strings.
 fn parse_prompts(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
     let list = match v {
@@ -515,7 +560,7 @@ fn parse_prompts(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|p| p.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::invalid("prompt", "`prompt` must be a string or a list of strings (token-id prompts are not supported)"))?,
+            .ok_or_else(|| ApiError::invalid("prompt", "`prompt` must be a string, a list of strings, or token ids"))?,
         None | Some(Value::Null) => return Err(ApiError::invalid("prompt", "`prompt` is required")),
         Some(_) => return Err(ApiError::invalid("prompt", "`prompt` must be a string or a list of strings")),
     };

@@ -107,12 +107,20 @@ pub fn chat_logprobs(codec: &dyn TextCodec, lps: &[TokenLogprob]) -> Value {
 /// A completion choice's (or chunk's) `logprobs`: `{"tokens", "token_logprobs",
 /// "top_logprobs", "text_offset"}`, the echoed prompt's tokens first (the first of them has
 /// no logprob: null). Offsets count characters of the choice's text from `offset`.
-pub fn completion_logprobs(codec: &dyn TextCodec, prompt: &[(u32, Option<TokenLogprob>)], lps: &[TokenLogprob], offset: usize) -> Value {
+/// With `ids`, tokens are named `token_id:N` (vLLM's `return_tokens_as_token_ids`).
+pub fn completion_logprobs(
+    codec: &dyn TextCodec,
+    prompt: &[(u32, Option<TokenLogprob>)],
+    lps: &[TokenLogprob],
+    offset: usize,
+    ids: bool,
+) -> Value {
     let (mut tokens, mut token_logprobs, mut tops, mut offsets) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut at = offset;
+    let name = |t: u32| if ids { format!("token_id:{t}") } else { spell(codec, t).0 };
     let items = prompt.iter().map(|(t, l)| (*t, l.as_ref())).chain(lps.iter().map(|l| (l.token, Some(l))));
     for (t, l) in items {
-        let (token, _) = spell(codec, t);
+        let token = name(t);
         offsets.push(at);
         let mut plain = Vec::new();
         if codec.push_piece(t, false, &mut plain).is_ok() {
@@ -124,7 +132,7 @@ pub fn completion_logprobs(codec: &dyn TextCodec, prompt: &[(u32, Option<TokenLo
                 token_logprobs.push(json!(finite(l.logprob)));
                 let mut top = serde_json::Map::new();
                 for &(alt, lp) in &l.top {
-                    top.entry(spell(codec, alt).0).or_insert(json!(finite(lp)));
+                    top.entry(name(alt)).or_insert(json!(finite(lp)));
                 }
                 tops.push(Value::Object(top));
             }
@@ -147,7 +155,7 @@ fn choice_logprobs(meta: &ResponseMeta, req: &GenerationRequest, o: &Outcome) ->
         Endpoint::Chat => chat_logprobs(codec, &o.logprobs),
         Endpoint::Completion => {
             let prompt = o.prompt_logprobs.as_deref().unwrap_or_default();
-            completion_logprobs(codec, prompt, &o.logprobs, 0)
+            completion_logprobs(codec, prompt, &o.logprobs, 0, req.token_ids)
         }
     }
 }
@@ -212,7 +220,14 @@ pub fn completion(meta: &ResponseMeta, req: &GenerationRequest, outcomes: &[&Out
 /// A streaming chunk carrying text (or the chat role) for choice `index`, with the
 /// logprobs of the tokens it completes when the request asked for them (`offset`: characters
 /// of the choice's text streamed before this chunk).
-pub fn text_chunk(meta: &ResponseMeta, index: usize, text: &str, role: bool, logprobs: Option<(&[TokenLogprob], usize)>) -> Value {
+pub fn text_chunk(
+    meta: &ResponseMeta,
+    index: usize,
+    text: &str,
+    role: bool,
+    logprobs: Option<(&[TokenLogprob], usize)>,
+    ids: bool,
+) -> Value {
     let codec = meta.backend.codec();
     let choice = match meta.endpoint {
         Endpoint::Chat => {
@@ -221,7 +236,7 @@ pub fn text_chunk(meta: &ResponseMeta, index: usize, text: &str, role: bool, log
             json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": null})
         }
         Endpoint::Completion => {
-            let lp = logprobs.map_or(Value::Null, |(l, at)| completion_logprobs(codec, &[], l, at));
+            let lp = logprobs.map_or(Value::Null, |(l, at)| completion_logprobs(codec, &[], l, at, ids));
             json!({"index": index, "text": text, "logprobs": lp, "finish_reason": null})
         }
     };

@@ -383,7 +383,7 @@ impl Streaming {
                 }
                 let at = self.streamed.get(index).copied().unwrap_or(0);
                 let lp = self.req.job.logprobs.map(|_| (&logprobs[..], at));
-                self.pending.push_back(sse_json(&response::text_chunk(&self.meta, index, &text, false, lp)));
+                self.pending.push_back(sse_json(&response::text_chunk(&self.meta, index, &text, false, lp, self.req.token_ids)));
                 if let Some(n) = self.streamed.get_mut(index) {
                     *n += text.chars().count();
                 }
@@ -446,7 +446,7 @@ async fn stream(
     };
     if s.req.endpoint == Endpoint::Chat {
         for i in 0..want {
-            s.pending.push_back(sse_json(&response::text_chunk(&s.meta, i, "", true, None)));
+            s.pending.push_back(sse_json(&response::text_chunk(&s.meta, i, "", true, None, false)));
         }
     }
     s.on_event(first);

@@ -54,6 +54,33 @@ pub struct Args {
     pub params: Option<String>,
     #[command(flatten)]
     pub reward: RewardArgs,
+    /// Constrain the output to JSON valid against the JSON Schema in this file (a hard
+    /// constraint inside every controller, as `response_format` in the API).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["grammar", "regex"])]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Constrain the output to the Lark grammar in this file (llguidance's dialect).
+    #[arg(long, value_name = "FILE", conflicts_with = "regex")]
+    pub grammar: Option<std::path::PathBuf>,
+    /// Constrain the whole output to match this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub regex: Option<String>,
+}
+
+impl Args {
+    /// The grammar the flags ask for, read from its file.
+    fn grammar_spec(&self) -> anyhow::Result<Option<deal_controllers::grammar::GrammarSpec>> {
+        use deal_controllers::grammar::GrammarSpec;
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        Ok(match (&self.json_schema, &self.grammar, &self.regex) {
+            (Some(p), _, _) => {
+                let schema = serde_json::from_str(&read(p)?).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", p.display()))?;
+                Some(GrammarSpec::JsonSchema { schema, strict: true })
+            }
+            (_, Some(p), _) => Some(GrammarSpec::Lark(read(p)?)),
+            (_, _, Some(r)) => Some(GrammarSpec::Regex(r.clone())),
+            _ => None,
+        })
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -77,8 +104,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(name) = a.controller.clone() {
         return aligned(a, &name, prompt);
     }
-    if a.model.engine.is_some() {
-        // a remote engine: plain decoding is the greedy / sample controller over it
+    if a.model.engine.is_some() || a.json_schema.is_some() || a.grammar.is_some() || a.regex.is_some() {
+        // a remote engine or a grammar: plain decoding is the greedy / sample controller
         let name = if a.temperature > 0.0 { "sample" } else { "greedy" };
         return aligned(a, name, prompt);
     }
@@ -132,13 +159,16 @@ fn aligned(a: Args, name: &str, prompt: String) -> anyhow::Result<()> {
         anyhow::bail!("the prompt has {} tokens; the model's context is {}", tokens.len(), backend.context_length());
     }
     cfg.max_tokens = cfg.max_tokens.min(room);
-    let req = deal_driver::Request::new(
+    let mut req = deal_driver::Request::new(
         vec![deal_driver::Prompt { tokens, text: prompt }],
         1,
         name,
         cfg,
         (!spec.weights.is_empty()).then_some(spec),
     );
+    if let Some(g) = a.grammar_spec()? {
+        req.grammar = Some(driver.grammar(&g).map_err(|e| anyhow::anyhow!("the grammar does not compile: {e}"))?);
+    }
     let mut stdout = std::io::stdout().lock();
     let mut outcomes = driver.run(&req, None, &mut |ev| match ev {
         // a closed stdout (e.g. `| head`) cancels the search instead of failing
