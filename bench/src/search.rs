@@ -49,6 +49,9 @@ pub struct SearchBench {
     /// For each margin, further variants accepting only the lookahead's leading tokens of at
     /// least this probability (`min_prob`).
     pub lead_min_probs: Vec<f64>,
+    /// Row budgets of the `deal-pipe<rows>` variants (`Commit::Pipeline`: the paper rule's
+    /// choices, pipelined), one variant each.
+    pub pipeline_rows: Vec<usize>,
 }
 
 impl Default for SearchBench {
@@ -63,6 +66,7 @@ impl Default for SearchBench {
             lambda: 5.0,
             lead_margins: vec![2.0],
             lead_min_probs: Vec::new(),
+            pipeline_rows: vec![8],
         }
     }
 }
@@ -147,6 +151,9 @@ impl SearchBench {
                 let commit = Commit::Lead { margin: m, min_prob: p };
                 v.push((format!("deal-lead{m}-p{p}"), "deal", SearchConfig { commit, ..self.deal() }));
             }
+        }
+        for &rows in &self.pipeline_rows {
+            v.push((format!("deal-pipe{rows}"), "deal", SearchConfig { commit: Commit::Pipeline { rows }, ..self.deal() }));
         }
         v.extend([
             ("args".to_string(), "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),

@@ -462,6 +462,13 @@ impl<'a> Batch<'a> {
         Ok(c)
     }
 
+    /// `tokens` (a prefix of some row's response) as a candidate for the reward heads: its
+    /// text cut before a stop string, `partial` unless `ended`.
+    pub fn candidate_of(&self, tokens: &[u32], ended: bool, prompt: &str) -> Result<Candidate> {
+        let (response, _) = cut_at_stop(self.backend.codec().decode(tokens, true)?, &self.stop);
+        Ok(Candidate::new(prompt, response).partial(!ended).with_tokens(tokens.to_vec()))
+    }
+
     fn row_mut(&mut self, r: usize) -> Result<&mut Row> {
         self.rows.get_mut(r).ok_or_else(|| ControlError::internal(format!("no row {r}")))
     }

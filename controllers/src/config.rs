@@ -34,6 +34,25 @@ pub enum Commit {
         #[serde(default)]
         min_prob: f64,
     },
+    /// The paper's rule (the same choices as `Token`), pipelined: the most likely
+    /// candidate's lookahead is reused as the next steps' (a beam's greedy *spine*), and the
+    /// next steps' other candidates are rolled out speculatively in the same passes, on the
+    /// guess that the spine's token wins. About one pass per committed token while the
+    /// guesses hold, at the price of wider passes. See `controllers/src/pipeline.rs`.
+    Pipeline {
+        /// Most rows in a pass (at least 1 + k·beams): b·(1 + (k−1)·l) + 1 keeps l steps in
+        /// flight; fewer trade passes for narrower ones. At most [`MAX_ROWS`].
+        #[serde(default = "default_pipeline_rows")]
+        rows: usize,
+    },
+}
+
+/// Default row budget of [`Commit::Pipeline`]: on a CPU a pass of up to 8 rows costs little
+/// more than one row's (`deal bench decode`), wider ones grow with the rows.
+pub const DEFAULT_PIPELINE_ROWS: usize = 8;
+
+fn default_pipeline_rows() -> usize {
+    DEFAULT_PIPELINE_ROWS
 }
 
 /// The default λ: how many nats of log-probability a head's whole [0, 1] range is worth
@@ -192,6 +211,11 @@ impl SearchConfig {
             }
             if !(0.0..=1.0).contains(&min_prob) {
                 return Err(ControlError::config("commit.min_prob", format!("must be in [0, 1], got {min_prob}")));
+            }
+        }
+        if let Commit::Pipeline { rows } = self.commit {
+            if !(1..=MAX_ROWS).contains(&rows) {
+                return Err(ControlError::config("commit.rows", format!("must be in [1, {MAX_ROWS}], got {rows}")));
             }
         }
         Ok(())

@@ -24,6 +24,9 @@
 //! already in the cache (all but the last, which was never fed) become the single beam, and
 //! the other beams are dropped. A step then commits up to l tokens for the same l passes.
 //!
+//! [`Commit::Pipeline`]: the same choices as the paper's rule with about one pass per
+//! committed token ([`crate::pipeline`]).
+//!
 //! On a backend whose steps are round trips (a remote server), the candidates' lookaheads
 //! are one call per step ([`crate::batch::Batch::rollout`]): the server's prefix cache shares
 //! the prompt, and its greedy continuation is the lookahead.
@@ -44,7 +47,10 @@ impl Build for Deal {
     const NEEDS_REWARD: bool = true;
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
-        (cfg.k * cfg.beams, "k")
+        match cfg.commit {
+            Commit::Pipeline { rows } => (rows.max(1 + cfg.k * cfg.beams), "commit.rows"),
+            _ => (cfg.k * cfg.beams, "k"),
+        }
     }
 
     fn search(cfg: &SearchConfig, s: &mut Session<'_>) -> Result<Final> {
@@ -52,7 +58,11 @@ impl Build for Deal {
         let hidden = reward.needs_hidden();
         let (lead, min_prob) = match cfg.commit {
             Commit::Lead { margin, min_prob } => (Some(margin), min_prob),
-            Commit::Token => (None, 0.0),
+            Commit::Pipeline { rows } if s.batch.cheap_steps() && !hidden && cfg.lookahead > 0 => {
+                return crate::pipeline::search(cfg, rows, s, reward);
+            }
+            // the same choices, step by step
+            Commit::Token | Commit::Pipeline { .. } => (None, 0.0),
         };
         while !s.batch.all_done() {
             // 1. expand every live beam into its top-k candidates (finished beams carry over)

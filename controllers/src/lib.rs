@@ -8,7 +8,8 @@
 //!
 //! - [`greedy`], [`sample`]: baselines through the same path;
 //! - [`deal`]: DeAL lookahead search (Huang et al. 2024): b beams × top-k candidates, each
-//!   rolled out l greedy tokens in lockstep, ranked by log P + λ·h;
+//!   rolled out l greedy tokens in lockstep, ranked by log P + λ·h; [`pipeline`] runs the
+//!   same choices with the next steps' lookaheads speculated in the same passes;
 //! - [`args`]: ARGS (Khanov et al. 2024): logit + w·h over the top-k next tokens;
 //! - [`blockwise`]: controlled decoding, blockwise best-of-K (Mudgal et al. 2024);
 //! - [`best_of_n`]: N samples, the best final text by h;
@@ -29,6 +30,7 @@ pub mod controller;
 pub mod error;
 pub mod grammar;
 pub mod logits;
+pub mod pipeline;
 pub mod registry;
 pub mod stats;
 pub mod stream;

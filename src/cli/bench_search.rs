@@ -42,6 +42,10 @@ pub struct Args {
     /// leading tokens chosen with probability >= p (comma separated; empty = none).
     #[arg(long, value_delimiter = ',')]
     pub lead_min_probs: Vec<f64>,
+    /// Row budgets of `deal-pipe<rows>` variants: the paper rule's choices with the
+    /// pipelined lookahead (comma separated; empty = none).
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    pub pipeline_rows: Vec<usize>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -63,6 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         lambda: a.lambda,
         lead_margins: a.lead_margins.clone(),
         lead_min_probs: a.lead_min_probs.clone(),
+        pipeline_rows: a.pipeline_rows.clone(),
     };
     eprintln!(
         "deal bench search: {}, {} prompts, max {} tokens, deal k={} b={} l={} λ={}",
