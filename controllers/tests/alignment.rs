@@ -12,25 +12,8 @@ mod common;
 
 use std::time::Instant;
 
-use common::{detail, engine, keywords, run};
+use common::{concept_prompt as prompt, concept_sets as sets, detail, engine, keywords, run};
 use deal_controllers::{Commit, SearchConfig};
-
-/// The concept sets (shared with `deal bench search`).
-fn sets() -> Vec<Vec<&'static str>> {
-    include_str!("../../bench/data/keyword_concepts.txt")
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-fn prompt(words: &[&str]) -> String {
-    format!(
-        "Write a sentence using the words: apple, tree, red.\nSentence: The red apple fell from the tree.\n\n\
-         Write a sentence using the words: {}.\nSentence:",
-        words.join(", ")
-    )
-}
 
 fn base() -> SearchConfig {
     SearchConfig { max_tokens: 16, stop: vec!["\n".into()], seed: 1, temperature: 0.8, ..Default::default() }

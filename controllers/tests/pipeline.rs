@@ -7,25 +7,9 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{engine, keywords, run};
+use common::{concept_prompt as prompt, concept_sets as sets, engine, keywords, run};
 use deal_backend::FinishReason;
 use deal_controllers::{Commit, Request, SearchConfig};
-
-fn sets() -> Vec<Vec<&'static str>> {
-    include_str!("../../bench/data/keyword_concepts.txt")
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-fn prompt(words: &[&str]) -> String {
-    format!(
-        "Write a sentence using the words: apple, tree, red.\nSentence: The red apple fell from the tree.\n\n\
-         Write a sentence using the words: {}.\nSentence:",
-        words.join(", ")
-    )
-}
 
 fn token_rule(k: usize, beams: usize, lookahead: usize) -> SearchConfig {
     SearchConfig { max_tokens: 16, stop: vec!["\n".into()], k, beams, lookahead, lambda: 12.0, ..Default::default() }

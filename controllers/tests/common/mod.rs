@@ -92,3 +92,21 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
     cov / (vx * vy).sqrt()
 }
+
+/// The keyword concept sets (shared with `deal bench search`).
+pub fn concept_sets() -> Vec<Vec<&'static str>> {
+    include_str!("../../../bench/data/keyword_concepts.txt")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The CommonGen-style prompt for a concept set (one worked example, then the set).
+pub fn concept_prompt(words: &[&str]) -> String {
+    format!(
+        "Write a sentence using the words: apple, tree, red.\nSentence: The red apple fell from the tree.\n\n\
+         Write a sentence using the words: {}.\nSentence:",
+        words.join(", ")
+    )
+}
