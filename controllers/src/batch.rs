@@ -451,9 +451,8 @@ impl<'a> Batch<'a> {
 
     /// Row `r` as a candidate for the reward heads. It is `partial` unless it has ended.
     pub fn candidate(&self, r: usize, prompt: &str, hidden: bool) -> Result<Candidate> {
-        let row = &self.rows[r];
-        let (response, _) = self.text(r)?;
-        let mut c = Candidate::new(prompt, response).partial(!row.is_done()).with_tokens(row.tokens.clone());
+        let row = self.rows.get(r).ok_or_else(|| ControlError::internal(format!("candidate: no row {r}")))?;
+        let mut c = self.candidate_of(&row.tokens, row.is_done(), prompt)?;
         if hidden {
             if let Some(h) = &row.hidden {
                 c = c.with_hidden(h.clone());
@@ -500,10 +499,16 @@ pub fn cut_at_stop(mut text: String, stop: &[String]) -> (String, bool) {
 
 /// Length of the longest common prefix of the rows' tokens.
 pub fn common_prefix(rows: &[Row]) -> usize {
-    let Some(first) = rows.first() else { return 0 };
-    let mut n = first.tokens.len();
-    for r in &rows[1..] {
-        n = n.min(first.tokens.iter().zip(&r.tokens).take_while(|(a, b)| a == b).count());
+    let tokens: Vec<&[u32]> = rows.iter().map(|r| r.tokens.as_slice()).collect();
+    common_prefix_of(&tokens)
+}
+
+/// Length of the longest common prefix of token sequences (0 for none).
+pub fn common_prefix_of(seqs: &[&[u32]]) -> usize {
+    let Some(first) = seqs.first() else { return 0 };
+    let mut n = first.len();
+    for s in &seqs[1..] {
+        n = n.min(first.iter().zip(s.iter()).take_while(|(a, b)| a == b).count());
     }
     n
 }

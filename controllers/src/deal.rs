@@ -31,6 +31,8 @@
 //! are one call per step ([`crate::batch::Batch::rollout`]): the server's prefix cache shares
 //! the prompt, and its greedy continuation is the lookahead.
 
+use deal_heads::reward::WeightedReward;
+
 use crate::batch::{common_prefix, Trace};
 use crate::config::{Commit, SearchConfig};
 use crate::controller::{Final, Session};
@@ -48,7 +50,7 @@ impl Build for Deal {
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
         match cfg.commit {
-            Commit::Pipeline { rows } => (rows.max(1 + cfg.k * cfg.beams), "commit.rows"),
+            Commit::Pipeline { rows } => (crate::pipeline::budget(rows, cfg), "commit.rows"),
             _ => (cfg.k * cfg.beams, "k"),
         }
     }
@@ -119,14 +121,20 @@ impl Build for Deal {
             let agreed = common_prefix(&s.batch.rows);
             s.commit_prefix(0, agreed)?;
         }
+        Self::best_beam(cfg, s, reward)
+    }
+}
+
+impl Deal {
+    /// The answer among the finished beams (every row of the batch): the best log P + λ·h of
+    /// its final text.
+    pub(crate) fn best_beam(cfg: &SearchConfig, s: &mut Session<'_>, reward: &WeightedReward) -> Result<Final> {
         let all: Vec<usize> = (0..s.batch.len()).collect();
         let values = if cfg.lambda == 0.0 { vec![0.0; all.len()] } else { s.values(reward, &all)? };
         let scores: Vec<f64> = all.iter().map(|&r| s.batch.rows[r].logprob + cfg.lambda * values[r]).collect();
         Ok(Final { row: best(&scores).unwrap_or(0) })
     }
-}
 
-impl Deal {
     /// Make candidate row `w` the only beam, keeping its lookahead tokens that are in the
     /// cache (the last one, never fed, is dropped unless the row ended there), or, with
     /// `min_prob` > 0, only the leading ones chosen with at least that probability.

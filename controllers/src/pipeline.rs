@@ -33,11 +33,12 @@ use std::collections::BTreeMap;
 use deal_backend::TokenDist;
 use deal_heads::reward::WeightedReward;
 
-use crate::batch::Finish;
+use crate::batch::{common_prefix_of, Finish};
 use crate::config::SearchConfig;
 use crate::controller::{Final, Session};
 use crate::error::{ControlError, Result};
-use crate::util::{best, candidates, order_desc};
+use crate::deal::Deal;
+use crate::util::{candidates, order_desc};
 
 /// What a batch row is to the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,7 +100,13 @@ struct Pipeline<'c> {
     beams: Vec<Beam>,
 }
 
-/// Run the search; see the module documentation. `rows`: the batch budget.
+/// The batch budget of a search asking for `rows`: at least the anchor plus every beam's
+/// candidates of the step being decided.
+pub(crate) fn budget(rows: usize, cfg: &SearchConfig) -> usize {
+    rows.max(1 + cfg.beams * cfg.k)
+}
+
+/// Run the search; see the module documentation. `rows`: the requested row budget.
 pub(crate) fn search(cfg: &SearchConfig, rows: usize, s: &mut Session<'_>, reward: &WeightedReward) -> Result<Final> {
     if s.batch.len() != 1 {
         return Err(ControlError::internal("the pipelined search starts from the prompt's single row"));
@@ -115,7 +122,7 @@ pub(crate) fn search(cfg: &SearchConfig, rows: usize, s: &mut Session<'_>, rewar
     let mut p = Pipeline {
         cfg,
         reward,
-        budget: rows.max(1 + cfg.beams * cfg.k),
+        budget: budget(rows, cfg),
         nodes: vec![
             Node { role: Role::Anchor, dists: BTreeMap::new(), cands: BTreeMap::new(), start_finish: None },
             Node { role: Role::Spine { beam: 0 }, dists, cands: BTreeMap::new(), start_finish: None },
@@ -349,14 +356,10 @@ impl Pipeline<'_> {
             }
         }
         // tokens every beam agrees on are final
-        let rows: Vec<(usize, usize)> = (0..self.beams.len()).map(|b| Ok((self.spine_row(b)?, self.beams[b].len))).collect::<Result<_>>()?;
-        let (r0, n0) = rows[0];
-        let mut agreed = n0;
-        for &(r, n) in &rows[1..] {
-            let (a, b) = (&s.batch.rows[r0].tokens[..n0], &s.batch.rows[r].tokens[..n]);
-            agreed = agreed.min(a.iter().zip(b).take_while(|(x, y)| x == y).count());
-        }
-        s.commit_prefix(r0, agreed)
+        let rows: Vec<usize> = (0..self.beams.len()).map(|b| self.spine_row(b)).collect::<Result<_>>()?;
+        let decided: Vec<&[u32]> = rows.iter().zip(&self.beams).map(|(&r, b)| &s.batch.rows[r].tokens[..b.len]).collect();
+        let agreed = common_prefix_of(&decided);
+        s.commit_prefix(rows[0], agreed)
     }
 
     /// Fork the candidates of upcoming steps from the spines: every live beam's front first
@@ -454,10 +457,8 @@ impl Pipeline<'_> {
                 s.batch.truncate(r, beam.len)?;
             }
             s.batch.rows[r].finish = beam.finish;
+            s.batch.rows[r].logprob = beam.logprob;
         }
-        let all: Vec<usize> = (0..s.batch.len()).collect();
-        let values = if self.cfg.lambda == 0.0 { vec![0.0; all.len()] } else { s.values(self.reward, &all)? };
-        let scores: Vec<f64> = self.beams.iter().zip(&values).map(|(b, v)| b.logprob + self.cfg.lambda * v).collect();
-        Ok(Final { row: best(&scores).unwrap_or(0) })
+        Deal::best_beam(self.cfg, s, self.reward)
     }
 }
