@@ -37,6 +37,10 @@ enum Command {
     Heads(cli::heads::Args),
     /// Fit a linear probe reward head on the policy's hidden states (ridge regression).
     TrainProbe(cli::train_probe::Args),
+    /// Evaluations: keyword coverage per controller, weight sweeps with Pareto fronts and
+    /// plots, DeAL vs best-of-N vs ARGS at equal tokens.
+    #[command(subcommand)]
+    Eval(cli::eval::EvalCommand),
     /// Benchmarks (speed ratios vs. baselines and peers).
     #[command(subcommand)]
     Bench(cli::bench::BenchCommand),
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => cli::perplexity::run(a),
         Command::Setup { heads } => setup(&heads),
         Command::Bench(b) => cli::bench::run(b),
+        Command::Eval(e) => cli::eval::run(e),
         Command::Heads(a) => cli::heads::run(a),
         Command::TrainProbe(a) => cli::train_probe::run(a),
     };

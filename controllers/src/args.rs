@@ -31,6 +31,7 @@ impl Build for Args {
     const NAME: &'static str = "args";
     const DESCRIPTION: &'static str = "ARGS: top-k tokens scored by log P + w·h(prefix+token), greedy or sampled";
     const NEEDS_REWARD: bool = true;
+    const PARAMS: &'static [&'static str] = &["k", "lambda", "temperature", "top_p", "seed"];
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
         (cfg.k, "k")

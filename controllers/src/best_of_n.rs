@@ -16,6 +16,7 @@ impl Build for BestOfN {
     const NAME: &'static str = "best_of_n";
     const DESCRIPTION: &'static str = "N samples in one batch, the best final text by h";
     const NEEDS_REWARD: bool = true;
+    const PARAMS: &'static [&'static str] = &["n", "temperature", "top_p", "seed"];
 
     fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;

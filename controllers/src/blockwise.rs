@@ -21,6 +21,7 @@ impl Build for Blockwise {
     const NAME: &'static str = "blockwise";
     const DESCRIPTION: &'static str = "blockwise best-of-K: sample K blocks of M tokens, keep the best by h, repeat";
     const NEEDS_REWARD: bool = true;
+    const PARAMS: &'static [&'static str] = &["blocks", "block_len", "temperature", "top_p", "seed"];
 
     fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;

@@ -47,6 +47,7 @@ impl Build for Deal {
     const NAME: &'static str = "deal";
     const DESCRIPTION: &'static str = "DeAL lookahead search: b beams x top-k candidates, l-token greedy lookahead, log P + λ·h";
     const NEEDS_REWARD: bool = true;
+    const PARAMS: &'static [&'static str] = &["k", "beams", "lookahead", "lambda", "commit"];
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
         match cfg.commit {

@@ -20,6 +20,7 @@ impl Build for EarlyPrune {
     const NAME: &'static str = "early_prune";
     const DESCRIPTION: &'static str = "speculative rejection: N samples, drop the worst fraction by partial h at checkpoints";
     const NEEDS_REWARD: bool = true;
+    const PARAMS: &'static [&'static str] = &["n", "prune_every", "prune_fraction", "temperature", "top_p", "seed"];
 
     fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;

@@ -16,6 +16,10 @@ pub trait Build: Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// Whether the controller searches by the reward (and fails without one).
     const NEEDS_REWARD: bool;
+    /// The [`SearchConfig`] fields (their JSON names in `params`) this controller reads
+    /// besides `max_tokens`, `stop` and the penalties, which every controller reads: what a
+    /// client lists as its settings (`GET /v1/heads`, the playground).
+    const PARAMS: &'static [&'static str] = &[];
     /// Check the fields this controller reads (the common ranges are already checked).
     fn check(_cfg: &SearchConfig) -> Result<()> {
         Ok(())
@@ -64,6 +68,8 @@ pub struct Kind {
     pub description: &'static str,
     /// Whether the controller searches by the reward (and fails without one).
     pub needs_reward: bool,
+    /// The `params` fields it reads besides the common ones ([`Build::PARAMS`]).
+    pub params: &'static [&'static str],
     build: fn(SearchConfig) -> Result<Box<dyn Controller>>,
 }
 
@@ -80,7 +86,7 @@ impl Kind {
             C::check(&cfg)?;
             Ok(Box::new(Configured::<C> { cfg, strategy: std::marker::PhantomData }))
         }
-        Self { name: C::NAME, description: C::DESCRIPTION, needs_reward: C::NEEDS_REWARD, build: build::<C> }
+        Self { name: C::NAME, description: C::DESCRIPTION, needs_reward: C::NEEDS_REWARD, params: C::PARAMS, build: build::<C> }
     }
 }
 
@@ -144,5 +150,26 @@ impl Registry {
     ) -> Result<crate::Outcome> {
         let c = self.build(name, cfg)?;
         crate::run(c.as_ref(), req, on_text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every listed param is a field of `params` (a client that sends it is not refused), and
+    /// each controller's own settings are listed.
+    #[test]
+    fn params_are_fields_of_the_config() {
+        let fields = serde_json::to_value(SearchConfig::default()).unwrap();
+        let reg = Registry::builtin();
+        for k in reg.kinds() {
+            for p in k.params {
+                assert!(fields.get(p).is_some(), "{}: `{p}` is not a field of SearchConfig", k.name);
+            }
+        }
+        assert_eq!(reg.get("deal").unwrap().params, ["k", "beams", "lookahead", "lambda", "commit"]);
+        assert!(reg.get("greedy").unwrap().params.is_empty());
+        assert!(reg.get("best_of_n").unwrap().params.contains(&"n"));
     }
 }

@@ -15,6 +15,7 @@ impl Build for Sample {
     const NAME: &'static str = "sample";
     const DESCRIPTION: &'static str = "temperature / top-p sampling, seeded (baseline)";
     const NEEDS_REWARD: bool = false;
+    const PARAMS: &'static [&'static str] = &["temperature", "top_p", "seed"];
 
     fn check(cfg: &SearchConfig) -> Result<()> {
         cfg.require_sampling(Self::NAME)?;

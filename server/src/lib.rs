@@ -11,15 +11,18 @@
 //!   read timeout, request ids, deadlines, and the handlers;
 //! - [`listener`]: the accept loop: a connection limit and a header read timeout;
 //! - [`metrics`]: Prometheus counters and histograms (`GET /metrics`);
-//! - [`error`]: [`ApiError`], OpenAI's error JSON with the right HTTP status.
+//! - [`error`]: [`ApiError`], OpenAI's error JSON with the right HTTP status;
+//! - [`playground`]: the web playground's static page, script and style, embedded in the
+//!   binary and served at `/` (it calls only the public API).
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
-//! `GET /v1/heads`, `GET /health`, `GET /metrics`. Steering goes in the request's extra
+//! `GET /v1/heads`, `GET /health`, `GET /metrics`, and the playground at `GET /`. Steering goes in the request's extra
 //! `alignment` object (the official clients send it with `extra_body`).
 
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod playground;
 pub mod request;
 pub mod response;
 pub mod routes;
@@ -65,6 +68,8 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Origins browsers may call the API from (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// Serve the web playground at `/` (static pages that call the public API).
+    pub playground: bool,
     /// What request head params may reach (URLs, model files, fetching assets).
     pub access: deal_heads::Access,
 }
@@ -86,6 +91,7 @@ impl Default for ServerConfig {
             max_kv_bytes: None,
             public_metrics: false,
             cors_origins: Vec::new(),
+            playground: true,
             access: deal_heads::Access::server(),
         }
     }

@@ -51,9 +51,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     } else {
         metrics_route.route_layer(middleware::from_fn_with_state(state.clone(), auth))
     };
+    let page = if state.config.playground { crate::playground::routes() } else { Router::new() };
     Router::new()
         .merge(v1)
         .merge(metrics_route)
+        .merge(page)
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -163,7 +165,14 @@ async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 fn model_object(st: &AppState) -> Value {
-    json!({"id": st.served[0], "object": "model", "created": st.created, "owned_by": "deal"})
+    let b = st.driver.backend();
+    json!({
+        "id": st.served[0], "object": "model", "created": st.created, "owned_by": "deal",
+        // deal's extension: whether chat requests go through the model's own template (a base
+        // model has none and gets deal's plain fallback), and the longest row in tokens
+        "chat_template": b.has_chat_template(),
+        "context_length": b.context_length(),
+    })
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
@@ -196,7 +205,7 @@ async fn heads(State(st): State<Arc<AppState>>) -> Json<Value> {
         .controllers
         .kinds()
         .iter()
-        .map(|k| json!({"name": k.name, "description": k.description, "needs_reward": k.needs_reward}))
+        .map(|k| json!({"name": k.name, "description": k.description, "needs_reward": k.needs_reward, "params": k.params}))
         .collect();
     let defaults = serde_json::to_value(deal_controllers::SearchConfig::default()).unwrap_or_default();
     Json(json!({

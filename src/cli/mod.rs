@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_search;
 pub mod bench_steer;
 pub mod chat;
+pub mod eval;
 pub mod generate;
 pub mod heads;
 pub mod info;

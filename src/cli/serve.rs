@@ -42,6 +42,9 @@ pub struct Args {
     /// Serve /metrics without the API key.
     #[arg(long)]
     pub public_metrics: bool,
+    /// Do not serve the web playground at `/`.
+    #[arg(long)]
+    pub no_playground: bool,
     /// Let web pages from ORIGIN call the API (CORS; repeatable; `*` for any).
     #[arg(long = "cors", value_name = "ORIGIN")]
     pub cors: Vec<String>,
@@ -112,6 +115,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // assets load with the operator's rights, before the server's rules apply
     preload(&a, &driver, &access)?;
     let read = std::time::Duration::from_secs(a.read_timeout.max(1));
+    let playground = !a.no_playground;
     let config = ServerConfig {
         host: a.host,
         port: a.port,
@@ -126,6 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         max_kv_bytes: a.max_kv_mb.map(|mb| mb << 20),
         public_metrics: a.public_metrics,
         cors_origins: a.cors.clone(),
+        playground,
         access,
         ..Default::default()
     };
@@ -135,6 +140,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let server = Server::start(driver, config).await?;
         // the test harness and scripts read this line to find the port
         eprintln!("deal serve: listening on http://{} (model `{name}`; Ctrl-C stops)", server.addr);
+        if playground {
+            eprintln!("deal serve: playground at http://{}/", server.addr);
+        }
         server.run_until_ctrl_c().await
     })?;
     Ok(())
