@@ -90,3 +90,14 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of every subcommand (duplicate names, bad defaults), which it
+    /// otherwise runs only when that subcommand is parsed.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

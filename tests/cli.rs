@@ -78,3 +78,35 @@ fn generate_with_a_json_schema_or_regex_is_constrained() {
     assert!(!ok && err.contains("not JSON"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn eval_sweep_writes_its_json_and_plots_and_refuses_bad_settings() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-eval-sweep");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out_dir = dir.to_str().unwrap();
+    let (ok, out, err) = deal(&[
+        "eval", "sweep", "--heads", "sentiment,length", "--head", r#"length={"target": 4}"#, "--grid", "2", "--limit", "1", "-n", "6",
+        "--no-references", "--params", r#"{"k": 2, "beams": 1, "lookahead": 1}"#, "--out", out_dir,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("| sentiment=1.00 length=0.00 |") && out.contains("hypervolume"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(report["points"].as_array().unwrap().len(), 2);
+    assert_eq!(report["complete"], true);
+    assert!(std::fs::read(dir.join("sweep.png")).unwrap().starts_with(b"\x89PNG"));
+    assert!(std::fs::read_to_string(dir.join("sweep.svg")).unwrap().contains("<svg"));
+
+    for args in [
+        vec!["eval", "sweep", "--heads", "sentiment", "--out", out_dir],
+        vec!["eval", "sweep", "--heads", "sentiment,length", "--grid", "1", "--out", out_dir],
+        vec!["eval", "sweep", "--heads", "sentiment,nosuchhead", "--limit", "1", "--out", out_dir],
+        vec!["eval", "compare", "-W", "sentiment=abc", "--out", out_dir],
+        vec!["eval", "keywords", "--controllers", "greedy,nosuch", "--limit", "1", "--out", out_dir],
+    ] {
+        let (ok, _, err) = deal(&args);
+        assert!(!ok, "{args:?} should fail");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: expected one error line, got {err:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -82,7 +82,7 @@ fn front_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &SweepReport
     let all: Vec<Vec<f64>> = r.points.iter().chain(&r.best_of_n).chain(r.greedy.iter()).map(|m| r.coords(m)).collect();
     let (x0, x1) = span(all.iter().map(|p| p[0]), 0.08, 0.0, 1.0);
     let (y0, y1) = span(all.iter().map(|p| p[p.len().min(2) - 1]), 0.08, 0.0, 1.0);
-    let title = format!("{}: trade-off of {} vs {} (hypervolume {:.3})", r.controller, hx, hy, r.front.hypervolume);
+    let title = format!("{}: {} vs {} (labels: weight of {})", r.controller, hx, hy, hx);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 22))
         .margin(16)
@@ -112,6 +112,13 @@ fn front_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &SweepReport
     series(&r.points, &r.front.indices, BLUE, format!("{} (front hv {:.3})", r.controller, r.front.hypervolume))?;
     let bon = r.best_of_n_n.map_or(String::new(), |n| format!(" N={n}"));
     series(&r.best_of_n, &r.best_of_n_front.indices, ORANGE, format!("best_of_n{bon}, equal tokens (hv {:.3})", r.best_of_n_front.hypervolume))?;
+    // each of the controller's points says its first head's weight
+    chart
+        .draw_series(r.points.iter().map(|m| {
+            let w = m.weights.get(hx).copied().unwrap_or(0.0);
+            Text::new(format!("{w:.2}"), xy(m), (FONT, 12).into_font().color(&BLUE))
+        }))
+        .map_err(err)?;
     if let Some(g) = &r.greedy {
         chart.draw_series(std::iter::once(Cross::new(xy(g), 7, GREY.stroke_width(3)))).map_err(err)?.label("greedy").legend(|(x, y)| Cross::new((x + 10, y), 5, GREY.stroke_width(2)));
     }

@@ -127,6 +127,11 @@ impl SweepReport {
     }
 }
 
+/// `head=weight` pairs in the sweep's head order.
+fn label(heads: &[String], w: &BTreeMap<String, f64>) -> String {
+    heads.iter().filter_map(|h| w.get(h).map(|x| format!("{h}={x:.2}"))).collect::<Vec<_>>().join(" ")
+}
+
 /// Best-of-N's N for an equal token budget: the controller's mean generated tokens over
 /// greedy's mean tokens, rounded, at least 1.
 pub fn equal_budget_n(controller_generated: f64, greedy_tokens: f64) -> usize {
@@ -168,7 +173,7 @@ pub fn run(
         on_point(&report)?;
     }
     for w in &vectors {
-        let label = w.iter().map(|(h, x)| format!("{h}={x:.2}")).collect::<Vec<_>>().join(" ");
+        let label = label(&s.heads, w);
         let setting = Setting { label, controller: s.controller.clone(), config: s.config.clone(), weights: w.clone() };
         let Some(m) = runner.run(task, &setting, &mut tick)? else { return Ok(report) };
         report.points.push(m);
@@ -181,7 +186,7 @@ pub fn run(
         let n = equal_budget_n(generated, greedy_tokens);
         report.best_of_n_n = Some(n);
         for w in &vectors {
-            let label = w.iter().map(|(h, x)| format!("{h}={x:.2}")).collect::<Vec<_>>().join(" ");
+            let label = label(&s.heads, w);
             let config = SearchConfig { n, ..s.config.clone() };
             let setting = Setting { label, controller: "best_of_n".into(), config, weights: w.clone() };
             let Some(m) = runner.run(task, &setting, &mut tick)? else { return Ok(report) };

@@ -104,8 +104,8 @@ pub struct CompareArgs {
     #[command(flatten)]
     pub common: Common,
     /// The reward: weights as NAME=W pairs (comma separated).
-    #[arg(short = 'W', long, value_delimiter = ',', default_value = "keywords=1")]
-    pub weights: Vec<String>,
+    #[arg(short = 'W', long = "reward", value_name = "NAME=W", value_delimiter = ',', default_value = "keywords=1")]
+    pub reward: Vec<String>,
     /// best-of-N's N values.
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16")]
     pub best_of_n: Vec<usize>,
@@ -300,7 +300,7 @@ fn sweep_eval(a: SweepArgs) -> anyhow::Result<()> {
     let rows = rows.chain(report.best_of_n.iter().enumerate().map(|(i, m)| (m, report.best_of_n_front.indices.contains(&i))));
     for (m, on) in rows {
         let scores: Vec<String> = report.coords(m).iter().map(|x| format!("{x:.3}")).collect();
-        let who = if m.controller == a.controller { m.label.clone() } else { format!("{} {}", m.controller, m.label) };
+        let who = if m.controller == a.controller || m.label == m.controller { m.label.clone() } else { format!("{} {}", m.controller, m.label) };
         println!("| {who} | {} | {:.1} | {} |", scores.join(" | "), m.tokens_generated, if on { "yes" } else { "" });
     }
     println!("hypervolume against {:?}: {} {:.4}", report.reference_point, a.controller, report.front.hypervolume);
@@ -320,7 +320,7 @@ fn sweep_eval(a: SweepArgs) -> anyhow::Result<()> {
 fn compare_eval(a: CompareArgs) -> anyhow::Result<()> {
     let c = &a.common;
     let mut weights = BTreeMap::new();
-    for w in &a.weights {
+    for w in &a.reward {
         let (name, value) = w.split_once('=').ok_or_else(|| anyhow::anyhow!("-W {w:?}: expected NAME=W"))?;
         let value: f64 = value.trim().parse().map_err(|_| anyhow::anyhow!("-W {w:?}: the weight is not a number"))?;
         weights.insert(name.trim().to_string(), value);
