@@ -110,3 +110,16 @@ fn eval_sweep_writes_its_json_and_plots_and_refuses_bad_settings() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn bench_all_writes_a_report_with_every_part_and_its_command() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-all").join("REPORT.md");
+    let _ = std::fs::remove_file(&out);
+    let (ok, _, err) = deal(&["bench", "all", "--quick", "--no-peer", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let report = std::fs::read_to_string(&out).unwrap();
+    for want in ["# deal benchmark report", "**Machine**", "## Model", "## Decode", "## Search", "## Heads", "## Concurrency", "deal bench decode --steps 8", "deal bench search", "deal heads bench", "vs greedy"] {
+        assert!(report.contains(want), "missing {want:?} in:\n{report}");
+    }
+    assert!(!report.contains("**Failed**"), "{report}");
+}

@@ -7,6 +7,9 @@ use super::ModelArgs;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Run the decode, search, heads and concurrency benchmarks and write bench/REPORT.md
+    /// (machine, model, ratios, the commands to reproduce).
+    All(super::bench_all::Args),
     /// Decode tok/s at batch 1 and aggregate tok/s of forked lockstep rows, vs llama.cpp.
     Decode(DecodeArgs),
     /// Wall time per committed token of every search controller vs greedy, and of deal vs a naive implementation.
@@ -145,6 +148,7 @@ pub struct DecodeArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::All(a) => super::bench_all::run(a),
         BenchCommand::Decode(a) => decode_bench(a),
         BenchCommand::Search(a) => super::bench_search::run(a),
         BenchCommand::Steer(a) => super::bench_steer::run(a),

@@ -1,6 +1,7 @@
 //! Subcommands of the `deal` binary, one module each, plus the options they share.
 
 pub mod bench;
+pub mod bench_all;
 pub mod bench_search;
 pub mod bench_steer;
 pub mod chat;
