@@ -54,6 +54,7 @@ Write a happy sentence about dogs.
 ";
     let (ok, out, err) = chat(script);
     assert!(ok, "{err}");
+    assert!(err.contains("has no chat template (a base model)") && err.contains("-m path/to/instruct.gguf"), "the base-model note: {err}");
     let blocks: Vec<&str> = out.split("search: ").collect();
     assert_eq!(blocks.len(), 4, "three /scores outputs expected:\n{out}");
     assert!(blocks[0].contains("not scored"), "greedy reply without weights:\n{}", blocks[0]);

@@ -95,6 +95,11 @@ fn eval_sweep_writes_its_json_and_plots_and_refuses_bad_settings() {
     assert_eq!(report["complete"], true);
     assert!(std::fs::read(dir.join("sweep.png")).unwrap().starts_with(b"\x89PNG"));
     assert!(std::fs::read_to_string(dir.join("sweep.svg")).unwrap().contains("<svg"));
+    // the plots drawn again from the JSON alone
+    let stem = dir.join("again");
+    let (ok, _, err) = deal(&["eval", "plot", dir.join("sweep.json").to_str().unwrap(), "--out", stem.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read(dir.join("again.png")).unwrap().starts_with(b"\x89PNG"));
 
     for args in [
         vec!["eval", "sweep", "--heads", "sentiment", "--out", out_dir],
@@ -102,6 +107,7 @@ fn eval_sweep_writes_its_json_and_plots_and_refuses_bad_settings() {
         vec!["eval", "sweep", "--heads", "sentiment,nosuchhead", "--limit", "1", "--out", out_dir],
         vec!["eval", "compare", "-W", "sentiment=abc", "--out", out_dir],
         vec!["eval", "keywords", "--controllers", "greedy,nosuch", "--limit", "1", "--out", out_dir],
+        vec!["eval", "plot", "/nonexistent.json"],
     ] {
         let (ok, _, err) = deal(&args);
         assert!(!ok, "{args:?} should fail");

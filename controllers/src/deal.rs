@@ -47,7 +47,7 @@ impl Build for Deal {
     const NAME: &'static str = "deal";
     const DESCRIPTION: &'static str = "DeAL lookahead search: b beams x top-k candidates, l-token greedy lookahead, log P + λ·h";
     const NEEDS_REWARD: bool = true;
-    const PARAMS: &'static [&'static str] = &["k", "beams", "lookahead", "lambda", "commit"];
+    const PARAMS: &'static [&'static str] = &["k", "beams", "lookahead", "lambda", "commit", "top_p"];
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
         match cfg.commit {

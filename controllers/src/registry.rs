@@ -168,7 +168,7 @@ mod tests {
                 assert!(fields.get(p).is_some(), "{}: `{p}` is not a field of SearchConfig", k.name);
             }
         }
-        assert_eq!(reg.get("deal").unwrap().params, ["k", "beams", "lookahead", "lambda", "commit"]);
+        assert_eq!(reg.get("deal").unwrap().params, ["k", "beams", "lookahead", "lambda", "commit", "top_p"]);
         assert!(reg.get("greedy").unwrap().params.is_empty());
         assert!(reg.get("best_of_n").unwrap().params.contains(&"n"));
     }

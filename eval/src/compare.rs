@@ -14,7 +14,7 @@ use crate::measure::{Measured, Runner, Setting};
 use crate::task::Task;
 
 /// The sizes of each family.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Families {
     /// best-of-N's N values.
     pub best_of_n: Vec<usize>,
@@ -49,7 +49,7 @@ pub fn settings(f: &Families, base: &SearchConfig, weights: &BTreeMap<String, f6
 }
 
 /// One measured family member.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ComparePoint {
     pub family: String,
     #[serde(flatten)]

@@ -25,7 +25,7 @@ pub struct Setting {
 }
 
 /// Means over a task's prompts.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Measured {
     pub label: String,
     pub controller: String,

@@ -116,13 +116,21 @@ fn front_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &SweepReport
     chart
         .draw_series(r.points.iter().map(|m| {
             let w = m.weights.get(hx).copied().unwrap_or(0.0);
-            Text::new(format!("{w:.2}"), xy(m), (FONT, 12).into_font().color(&BLUE))
+            EmptyElement::at(xy(m)) + Text::new(format!("{w:.2}"), (7, -16), (FONT, 12).into_font().color(&BLUE))
         }))
         .map_err(err)?;
     if let Some(g) = &r.greedy {
         chart.draw_series(std::iter::once(Cross::new(xy(g), 7, GREY.stroke_width(3)))).map_err(err)?.label("greedy").legend(|(x, y)| Cross::new((x + 10, y), 5, GREY.stroke_width(2)));
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font((FONT, 14)).draw().map_err(err)?;
+    chart
+        .configure_series_labels()
+        // upper right: beyond every front (both axes are "higher is better"), so usually empty
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()
+        .map_err(err)?;
     Ok(())
 }
 
@@ -144,7 +152,15 @@ fn compare_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, points: &[Com
         .y_label_area_size(56)
         .build_cartesian_2d((x0 * 0.8..x1 * 1.25).log_scale(), y0..y1)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("tokens generated per prompt (log scale)").y_desc("mean reward").label_style((FONT, 14)).draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("tokens generated per prompt (log scale)")
+        .y_desc("mean reward")
+        .x_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(err)?;
     let xy = |p: &ComparePoint| (p.measured.tokens_generated.max(1.0), p.measured.reward.unwrap_or(0.0));
     for (family, color) in [("best_of_n", ORANGE), ("args", GREEN), ("deal", BLUE)] {
         let mut pts: Vec<(f64, f64)> = points.iter().filter(|p| p.family == family).map(xy).collect();
@@ -154,6 +170,13 @@ fn compare_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, points: &[Com
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(err)?.label(family).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled()))).map_err(err)?;
+        // each point says its size (N=8, k=4, k=4 l=2)
+        chart
+            .draw_series(points.iter().filter(|p| p.family == family).map(|p| {
+                let size = p.measured.label.strip_prefix(family).unwrap_or(&p.measured.label).trim().to_string();
+                EmptyElement::at(xy(p)) + Text::new(size, (7, -16), (FONT, 12).into_font().color(&color))
+            }))
+            .map_err(err)?;
     }
     if let Some(g) = points.iter().find(|p| p.family == "greedy") {
         chart.draw_series(std::iter::once(Cross::new(xy(g), 7, GREY.stroke_width(3)))).map_err(err)?.label("greedy").legend(|(x, y)| Cross::new((x + 10, y), 5, GREY.stroke_width(2)));

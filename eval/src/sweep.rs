@@ -14,7 +14,7 @@ use crate::pareto;
 use crate::task::Task;
 
 /// How the weight vectors are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Grid {
     /// Weights ≥ 0 summing to 1, `n` steps per head between 0 and 1 (every composition).
     Simplex(usize),
@@ -78,7 +78,7 @@ pub struct Sweep {
 }
 
 /// One front.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Front {
     /// Indices into its points, along the front.
     pub indices: Vec<usize>,
@@ -86,7 +86,7 @@ pub struct Front {
 }
 
 /// What a sweep measured (also its partial state while it runs).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SweepReport {
     pub heads: Vec<String>,
     pub controller: String,

@@ -133,7 +133,7 @@ fn pages_are_served_with_a_strict_policy_and_can_be_turned_off() {
     let (_, heads) = on.get("/v1/heads");
     let heads: Value = serde_json::from_str(&heads).unwrap();
     let deal = heads["controllers"].as_array().unwrap().iter().find(|c| c["name"] == "deal").unwrap();
-    assert_eq!(deal["params"], json!(["k", "beams", "lookahead", "lambda", "commit"]));
+    assert_eq!(deal["params"], json!(["k", "beams", "lookahead", "lambda", "commit", "top_p"]));
     drop(on);
 
     let off = TestServer::start(ServerConfig { playground: false, ..Default::default() });

@@ -77,6 +77,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     alignment.config.seed = a.seed;
     alignment.reward = a.reward.spec()?;
     let driver = a.model.driver()?;
+    if !driver.backend().has_chat_template() {
+        eprintln!(
+            "note: `{}` has no chat template (a base model): the conversation is joined as plain text and the model continues it; \
+             for chat, use an instruct GGUF: deal chat -m path/to/instruct.gguf",
+            driver.backend().model_id()
+        );
+    }
     let mut chat = Chat { driver, system: a.system, messages: Vec::new(), alignment, last: None };
     chat.reset();
 

@@ -31,6 +31,18 @@ pub enum EvalCommand {
     /// DeAL vs best-of-N vs ARGS at equal generated tokens: reward against tokens spent,
     /// as a table, JSON and a plot.
     Compare(CompareArgs),
+    /// Draw the plots of a saved `sweep` or `compare` JSON again (PNG and SVG beside it, or
+    /// at --out): after an interrupt, or to restyle without rerunning.
+    Plot(PlotArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PlotArgs {
+    /// The JSON a sweep or compare wrote.
+    pub file: PathBuf,
+    /// Path of the plots without extension (default: the JSON's).
+    #[arg(long, value_name = "STEM")]
+    pub out: Option<PathBuf>,
 }
 
 /// What every evaluation takes: the model, prompts, the base search config.
@@ -122,7 +134,28 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Keywords(a) => keywords_eval(a),
         EvalCommand::Sweep(a) => sweep_eval(a),
         EvalCommand::Compare(a) => compare_eval(a),
+        EvalCommand::Plot(a) => replot(a),
     }
+}
+
+fn replot(a: PlotArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.file).map_err(|e| anyhow::anyhow!("{}: {e}", a.file.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON ({e})", a.file.display()))?;
+    let stem = a.out.clone().unwrap_or_else(|| a.file.with_extension(""));
+    let [png, svg] = if v.get("front").is_some() && v.get("heads").is_some() {
+        let r: sweep::SweepReport = serde_json::from_value(v).map_err(|e| anyhow::anyhow!("{}: not a sweep report ({e})", a.file.display()))?;
+        if r.points.is_empty() {
+            anyhow::bail!("{}: the sweep has no point yet", a.file.display());
+        }
+        plot::front(&r, &stem)?
+    } else if let Some(points) = v.get("points").filter(|p| p.get(0).is_some_and(|p| p.get("family").is_some())) {
+        let points: Vec<compare::ComparePoint> = serde_json::from_value(points.clone()).map_err(|e| anyhow::anyhow!("{}: not a compare report ({e})", a.file.display()))?;
+        plot::compare(&points, &stem)?
+    } else {
+        anyhow::bail!("{}: neither a sweep nor a compare report", a.file.display());
+    };
+    eprintln!("wrote {} and {}", png.display(), svg.display());
+    Ok(())
 }
 
 /// Set on the first Ctrl-C (searches stop between prompts; a second Ctrl-C exits at once).
