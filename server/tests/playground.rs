@@ -84,6 +84,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // a test that panicked left its session open: its browser outlives chromedriver
+        // unless killed too (found by its own profile directory)
+        let _ = Command::new("pkill").arg("-f").arg(self.profile.as_os_str()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
