@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ControlError, Result};
 
-/// How many tokens DeAL commits per step.
+/// How many tokens DeAL commits per step. In JSON, `{"mode": "lead", "margin": 2}`, or the
+/// mode alone for the rules whose fields all have defaults (`"token"`, `"pipeline"`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
+#[serde(tag = "mode", rename_all = "lowercase", remote = "Commit")]
 pub enum Commit {
     /// One token per step (the paper): the beams grow by one token, lookaheads are undone.
     #[default]
@@ -45,6 +46,24 @@ pub enum Commit {
         #[serde(default = "default_pipeline_rows")]
         rows: usize,
     },
+}
+
+impl Serialize for Commit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Commit::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Commit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // the mode alone ("pipeline") stands for {"mode": "pipeline"}
+        let v = serde_json::Value::deserialize(d)?;
+        let v = match v {
+            serde_json::Value::String(mode) => serde_json::json!({ "mode": mode }),
+            v => v,
+        };
+        Commit::deserialize(v).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Default row budget of [`Commit::Pipeline`]: on a CPU a pass of up to 8 rows costs little
@@ -227,5 +246,25 @@ impl SearchConfig {
             return Err(ControlError::config("temperature", format!("must be > 0 for `{controller}` (it samples)")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_rule_reads_as_its_mode_alone_or_in_full() {
+        let cfg = SearchConfig::from_json(r#"{"commit": "pipeline"}"#).unwrap();
+        assert_eq!(cfg.commit, Commit::Pipeline { rows: DEFAULT_PIPELINE_ROWS });
+        let cfg = SearchConfig::from_json(r#"{"commit": {"mode": "lead", "margin": 2}}"#).unwrap();
+        assert_eq!(cfg.commit, Commit::Lead { margin: 2.0, min_prob: 0.0 });
+        let e = SearchConfig::from_json(r#"{"commit": "lead"}"#).unwrap_err().to_string();
+        assert!(e.contains("margin"), "{e}");
+        assert!(SearchConfig::from_json(r#"{"commit": "fast"}"#).is_err());
+        // written in full, so it reads back the same
+        let v = serde_json::to_value(Commit::Pipeline { rows: 11 }).unwrap();
+        assert_eq!(v, serde_json::json!({"mode": "pipeline", "rows": 11}));
+        assert_eq!(serde_json::from_value::<Commit>(v).unwrap(), Commit::Pipeline { rows: 11 });
     }
 }

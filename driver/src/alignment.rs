@@ -129,11 +129,7 @@ impl Alignment {
             valid.sort_unstable();
             return Err(bad(param, format!("unknown search parameter `{key}` (valid: {})", valid.join(", "))));
         }
-        // a commit rule may be given by its mode alone: "token" = {"mode": "token"}
-        let value = match value {
-            Value::String(mode) if name == "commit" => serde_json::json!({ "mode": mode }),
-            v => v,
-        };
+        // (a commit rule may be given by its mode alone: `Commit` reads "token" as {"mode": "token"})
         fields.insert(name.to_string(), value);
         self.config = serde_json::from_value(cfg).map_err(|e| {
             let msg = e.to_string();

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use deal_controllers::SearchConfig;
 
-use crate::keywords::mean;
 use crate::measure::{Measured, Runner, Setting};
 use crate::task::Task;
 
@@ -56,21 +55,11 @@ pub struct ComparePoint {
     pub measured: Measured,
 }
 
-/// Run every setting on every prompt; `None` when stopped.
+/// Run every setting on every prompt (prompts outer); `None` when stopped.
 pub fn run(runner: &Runner<'_>, task: &Task, settings: &[(String, Setting)], on_search: &mut dyn FnMut(usize, usize)) -> anyhow::Result<Option<Vec<ComparePoint>>> {
-    let total = task.items.len() * settings.len();
-    let mut parts: Vec<Vec<Measured>> = vec![Vec::new(); settings.len()];
-    let mut done = 0;
-    for item in &task.items {
-        let one = Task { items: vec![item.clone()] };
-        for ((_, s), acc) in settings.iter().zip(parts.iter_mut()) {
-            let Some(m) = runner.run(&one, s, &mut || {})? else { return Ok(None) };
-            acc.push(m);
-            done += 1;
-            on_search(done, total);
-        }
-    }
-    Ok(Some(settings.iter().zip(parts).map(|((family, _), ms)| ComparePoint { family: family.clone(), measured: mean(&ms) }).collect()))
+    let plain: Vec<Setting> = settings.iter().map(|(_, s)| s.clone()).collect();
+    let Some(ms) = crate::measure::interleaved(runner, task, &plain, on_search)? else { return Ok(None) };
+    Ok(Some(settings.iter().zip(ms).map(|((family, _), measured)| ComparePoint { family: family.clone(), measured }).collect()))
 }
 
 /// The table: one row per setting.

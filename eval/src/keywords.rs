@@ -25,52 +25,10 @@ pub fn settings(controllers: &[String], config: &SearchConfig, registry: &deal_c
         .collect()
 }
 
-/// Run every setting on every prompt (prompts outer); one [`Measured`] per setting, `None`
-/// when stopped.
+/// Run every setting on every prompt (prompts outer, [`crate::measure::interleaved`]); one
+/// [`Measured`] per setting, `None` when stopped.
 pub fn run(runner: &Runner<'_>, task: &Task, settings: &[Setting], on_search: &mut dyn FnMut(usize, usize)) -> anyhow::Result<Option<Vec<Measured>>> {
-    let total = task.items.len() * settings.len();
-    let mut parts: Vec<Vec<Measured>> = vec![Vec::new(); settings.len()];
-    let mut done = 0;
-    for item in &task.items {
-        let one = Task { items: vec![item.clone()] };
-        for (s, acc) in settings.iter().zip(parts.iter_mut()) {
-            let Some(m) = runner.run(&one, s, &mut || {})? else { return Ok(None) };
-            acc.push(m);
-            done += 1;
-            on_search(done, total);
-        }
-    }
-    Ok(Some(parts.into_iter().map(|ms| mean(&ms)).collect()))
-}
-
-/// The mean of per-prompt measurements of one setting (rates weighted by tokens).
-pub fn mean(ms: &[Measured]) -> Measured {
-    let Some(first) = ms.first() else { return Measured::default() };
-    let n = ms.len() as f64;
-    let tokens: f64 = ms.iter().map(|m| m.tokens).sum();
-    let secs: f64 = ms.iter().map(|m| if m.tokens_per_sec > 0.0 { m.tokens / m.tokens_per_sec } else { 0.0 }).sum();
-    let per_token = |f: fn(&Measured) -> f64| if tokens > 0.0 { ms.iter().map(|m| f(m) * m.tokens).sum::<f64>() / tokens } else { 0.0 };
-    let mut scores = BTreeMap::new();
-    for m in ms {
-        for (h, v) in &m.scores {
-            *scores.entry(h.clone()).or_insert(0.0) += v / n;
-        }
-    }
-    Measured {
-        label: first.label.clone(),
-        controller: first.controller.clone(),
-        weights: first.weights.clone(),
-        scores,
-        hard_coverage: first.hard_coverage.map(|_| ms.iter().filter_map(|m| m.hard_coverage).sum::<f64>() / n),
-        prompts: ms.iter().map(|m| m.prompts).sum(),
-        tokens: tokens / n,
-        tokens_generated: ms.iter().map(|m| m.tokens_generated).sum::<f64>() / n,
-        passes_per_token: per_token(|m| m.passes_per_token),
-        rows_per_token: per_token(|m| m.rows_per_token),
-        tokens_per_sec: if secs > 0.0 { tokens / secs } else { 0.0 },
-        reward: first.reward.map(|_| ms.iter().filter_map(|m| m.reward).sum::<f64>() / n),
-        samples: ms.iter().flat_map(|m| m.samples.iter().cloned()).take(3).collect(),
-    }
+    crate::measure::interleaved(runner, task, settings, on_search)
 }
 
 /// The table: one row per controller.
@@ -94,6 +52,7 @@ pub fn table(ms: &[Measured]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::mean;
 
     #[test]
     fn means_weight_rates_by_tokens() {

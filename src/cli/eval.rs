@@ -184,6 +184,14 @@ fn bar(what: &str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A search-count callback that moves `bar`.
+fn progress(bar: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    }
+}
+
 impl Common {
     fn task(&self, default_concepts: bool) -> anyhow::Result<Task> {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
@@ -254,10 +262,7 @@ fn keywords_eval(a: KeywordsArgs) -> anyhow::Result<()> {
     let settings = keywords::settings(&a.controllers, &cfg, &runner.registry)?;
     eprintln!("deal eval keywords: {} on {} concept sets, {} controllers, max {} tokens", driver.backend().model_id(), task.items.len(), settings.len(), cfg.max_tokens);
     let bar = bar("searches");
-    let out = keywords::run(&runner, &task, &settings, &mut |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
+    let out = keywords::run(&runner, &task, &settings, &mut progress(&bar))?;
     bar.finish_and_clear();
     let Some(ms) = out else {
         anyhow::bail!("interrupted: the controllers are compared on the same prompts, so nothing is reported");
@@ -313,10 +318,7 @@ fn sweep_eval(a: SweepArgs) -> anyhow::Result<()> {
         &runner,
         &task,
         &s,
-        &mut |d, t| {
-            bar.set_length(t as u64);
-            bar.set_position(d as u64);
-        },
+        &mut progress(&bar),
         &mut |r| {
             write_json(&path, r)?;
             if !r.points.is_empty() {
@@ -380,10 +382,7 @@ fn compare_eval(a: CompareArgs) -> anyhow::Result<()> {
     }
     eprintln!("deal eval compare: {} on {} prompts, {} settings, weights {:?}", driver.backend().model_id(), task.items.len(), settings.len(), weights);
     let bar = bar("searches");
-    let out = compare::run(&runner, &task, &settings, &mut |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
+    let out = compare::run(&runner, &task, &settings, &mut progress(&bar))?;
     bar.finish_and_clear();
     let Some(points) = out else {
         anyhow::bail!("interrupted: the settings are compared on the same prompts, so nothing is reported");
