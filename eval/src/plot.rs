@@ -136,8 +136,8 @@ fn front_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, r: &SweepReport
 
 /// The sweep's fronts (the first two heads) as `<stem>.png` and `<stem>.svg`.
 pub fn front(r: &SweepReport, stem: &Path) -> anyhow::Result<[std::path::PathBuf; 2]> {
-    if r.heads.is_empty() {
-        anyhow::bail!("a sweep without heads has no front");
+    if r.heads.is_empty() || r.points.iter().chain(&r.best_of_n).chain(r.greedy.iter()).next().is_none() {
+        anyhow::bail!("a sweep without heads or points has no front");
     }
     save(stem, (900, 680), &Fronts(r))
 }
@@ -187,5 +187,8 @@ fn compare_chart<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, points: &[Com
 
 /// Reward against tokens spent, one line per family, as `<stem>.png` and `<stem>.svg`.
 pub fn compare(points: &[ComparePoint], stem: &Path) -> anyhow::Result<[std::path::PathBuf; 2]> {
+    if points.is_empty() {
+        anyhow::bail!("a comparison without points has nothing to plot");
+    }
     save(stem, (900, 620), &Spent(points))
 }

@@ -130,4 +130,5 @@ fn compare_puts_every_family_on_a_tokens_axis() {
     let [png, _] = plot::compare(&points, &dir.join("compare")).unwrap();
     assert!(std::fs::read(png).unwrap().starts_with(b"\x89PNG"));
     assert!(compare::table(&points).contains("deal k=2 l=2"));
+    assert!(plot::compare(&[], &dir.join("empty")).is_err(), "nothing to plot is an error, not a panic");
 }
