@@ -1,4 +1,5 @@
-//! `deal eval keywords`: CommonGen-style constrained generation. Each controller runs on
+//! `deal eval keywords`: CommonGen-style constrained generation. Each controller runs
+//! ([`crate::measure::interleaved`]) on
 //! every concept set steered by the `keywords` head (weight 1); the table gives soft
 //! coverage (share of the words present), hard coverage (share of outputs with all of
 //! them), committed tokens per second, and forward passes and rows per committed token.
@@ -9,8 +10,7 @@ use std::collections::BTreeMap;
 
 use deal_controllers::SearchConfig;
 
-use crate::measure::{Measured, Runner, Setting};
-use crate::task::Task;
+use crate::measure::{Measured, Setting};
 
 /// The settings of every named controller, steered by keywords at weight 1 (none for
 /// greedy and sample, which take no reward).
@@ -23,12 +23,6 @@ pub fn settings(controllers: &[String], config: &SearchConfig, registry: &deal_c
             Ok(Setting { label: c.clone(), controller: c.clone(), config: config.clone(), weights })
         })
         .collect()
-}
-
-/// Run every setting on every prompt (prompts outer, [`crate::measure::interleaved`]); one
-/// [`Measured`] per setting, `None` when stopped.
-pub fn run(runner: &Runner<'_>, task: &Task, settings: &[Setting], on_search: &mut dyn FnMut(usize, usize)) -> anyhow::Result<Option<Vec<Measured>>> {
-    crate::measure::interleaved(runner, task, settings, on_search)
 }
 
 /// The table: one row per controller.

@@ -85,13 +85,20 @@ fn merged(base: Option<&Value>, over: Option<&Value>) -> Option<Value> {
 }
 
 impl<'a> Runner<'a> {
-    /// A runner with the built-in registries.
-    pub fn new(backend: &'a dyn Backend, evaluated: Vec<String>, head_params: BTreeMap<String, Value>, stop: &'a AtomicBool) -> Self {
+    /// A runner with the built-in registries; `context` holds the heads' models (the
+    /// driver's, so model heads share the policy).
+    pub fn new(
+        backend: &'a dyn Backend,
+        context: std::sync::Arc<HeadContext>,
+        evaluated: Vec<String>,
+        head_params: BTreeMap<String, Value>,
+        stop: &'a AtomicBool,
+    ) -> Self {
         Self {
             backend,
             registry: deal_controllers::Registry::builtin(),
             heads: deal_heads::Registry::with_builtin(),
-            context: HeadContext::new(),
+            context,
             evaluated,
             head_params,
             stop,

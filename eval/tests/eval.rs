@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use deal_controllers::SearchConfig;
 use deal_engine::{Engine, EngineOptions};
-use deal_eval::measure::Runner;
+use deal_eval::measure::{self, Runner};
+use deal_heads::HeadContext;
 use deal_eval::sweep::{self, Grid, Sweep};
 use deal_eval::task::Task;
 use deal_eval::{compare, keywords, plot};
@@ -31,12 +32,12 @@ const PROMPTS: &str = "The weather today\nMy neighbour's dog\nThe meeting this m
 #[test]
 fn keywords_eval_shows_deal_covering_more_than_greedy() {
     let stop = AtomicBool::new(false);
-    let runner = Runner::new(engine(), vec!["keywords".into()], BTreeMap::new(), &stop);
+    let runner = Runner::new(engine(), HeadContext::new(), vec!["keywords".into()], BTreeMap::new(), &stop);
     let task = Task::keywords(deal_bench::search::CONCEPTS_TEXT).take(6);
     let settings = keywords::settings(&["greedy".into(), "deal".into()], &cfg(16), &runner.registry).unwrap();
     assert!(settings[0].weights.is_empty() && settings[1].weights["keywords"] == 1.0);
     let mut calls = 0;
-    let ms = keywords::run(&runner, &task, &settings, &mut |_, _| calls += 1).unwrap().expect("not stopped");
+    let ms = measure::interleaved(&runner, &task, &settings, &mut |_, _| calls += 1).unwrap().expect("not stopped");
     assert_eq!(calls, 12);
     let (g, d) = (&ms[0], &ms[1]);
     assert_eq!((g.prompts, d.prompts), (6, 6));
@@ -52,7 +53,7 @@ fn keywords_eval_shows_deal_covering_more_than_greedy() {
 fn a_sweep_moves_along_the_trade_off_and_keeps_partial_results() {
     let stop = AtomicBool::new(false);
     let heads = vec!["sentiment".to_string(), "length".to_string()];
-    let runner = Runner::new(engine(), heads.clone(), length_params(), &stop);
+    let runner = Runner::new(engine(), HeadContext::new(), heads.clone(), length_params(), &stop);
     let task = Task::prompts(PROMPTS);
     let s = Sweep {
         heads,
@@ -91,7 +92,7 @@ fn a_sweep_moves_along_the_trade_off_and_keeps_partial_results() {
 
     // interrupted after the first weight vector: the report keeps it and says so
     let stop = AtomicBool::new(false);
-    let runner = Runner::new(engine(), s.heads.clone(), length_params(), &stop);
+    let runner = Runner::new(engine(), HeadContext::new(), s.heads.clone(), length_params(), &stop);
     let s = Sweep { references: false, ..s };
     let per = task.items.len();
     let r = sweep::run(
@@ -113,7 +114,7 @@ fn a_sweep_moves_along_the_trade_off_and_keeps_partial_results() {
 #[test]
 fn compare_puts_every_family_on_a_tokens_axis() {
     let stop = AtomicBool::new(false);
-    let runner = Runner::new(engine(), vec!["sentiment".into()], BTreeMap::new(), &stop);
+    let runner = Runner::new(engine(), HeadContext::new(), vec!["sentiment".into()], BTreeMap::new(), &stop);
     let task = Task::prompts(PROMPTS).take(2);
     let f = compare::Families { best_of_n: vec![4], args: vec![4], deal: vec![(2, 2)] };
     let weights = BTreeMap::from([("sentiment".to_string(), 1.0)]);

@@ -108,7 +108,7 @@ impl ServerConfig {
 }
 
 /// Physical memory of the machine (Linux `/proc/meminfo`), if known.
-fn total_memory_bytes() -> Option<usize> {
+pub fn total_memory_bytes() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let kb: usize = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)

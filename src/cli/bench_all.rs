@@ -102,9 +102,7 @@ fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
 fn machine() -> String {
     let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mem = first_line_with("/proc/meminfo", "MemTotal")
-        .and_then(|v| v.split_whitespace().next().and_then(|kb| kb.parse::<f64>().ok()))
-        .map_or("?".to_string(), |kb| format!("{:.1} GiB", kb / (1024.0 * 1024.0)));
+    let mem = deal_server::total_memory_bytes().map_or("?".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64));
     let os = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("Linux {}", s.trim())).unwrap_or_else(|_| std::env::consts::OS.into());
     format!("{cpu}, {threads} threads, {mem} memory, {os}")
 }

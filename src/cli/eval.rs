@@ -236,6 +236,14 @@ impl Common {
             .collect()
     }
 
+    /// A runner over `driver`'s backend and head context, scoring by `evaluated`, checked
+    /// on every prompt of `task` before anything runs.
+    fn runner<'a>(&self, driver: &'a deal_driver::Driver, evaluated: Vec<String>, task: &Task, stop: &'a AtomicBool) -> anyhow::Result<Runner<'a>> {
+        let runner = Runner::new(driver.backend().as_ref(), driver.heads().clone(), evaluated, self.head_params()?, stop);
+        runner.check(task)?;
+        Ok(runner)
+    }
+
     fn json_path(&self, name: &str) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(&self.out).map_err(|e| anyhow::anyhow!("{}: {e}", self.out.display()))?;
         Ok(self.json.clone().unwrap_or_else(|| self.out.join(format!("{name}.json"))))
@@ -256,13 +264,11 @@ fn keywords_eval(a: KeywordsArgs) -> anyhow::Result<()> {
     let cfg = c.config()?;
     let driver = c.model.driver()?;
     let stop = interrupt_flag();
-    let mut runner = Runner::new(driver.backend().as_ref(), vec!["keywords".into()], c.head_params()?, &stop);
-    runner.context = driver.heads().clone();
-    runner.check(&task)?;
+    let runner = c.runner(&driver, vec!["keywords".into()], &task, &stop)?;
     let settings = keywords::settings(&a.controllers, &cfg, &runner.registry)?;
     eprintln!("deal eval keywords: {} on {} concept sets, {} controllers, max {} tokens", driver.backend().model_id(), task.items.len(), settings.len(), cfg.max_tokens);
     let bar = bar("searches");
-    let out = keywords::run(&runner, &task, &settings, &mut progress(&bar))?;
+    let out = deal_eval::measure::interleaved(&runner, &task, &settings, &mut progress(&bar))?;
     bar.finish_and_clear();
     let Some(ms) = out else {
         anyhow::bail!("interrupted: the controllers are compared on the same prompts, so nothing is reported");
@@ -295,9 +301,7 @@ fn sweep_eval(a: SweepArgs) -> anyhow::Result<()> {
     let cfg = c.config()?;
     let driver = c.model.driver()?;
     let stop = interrupt_flag();
-    let mut runner = Runner::new(driver.backend().as_ref(), a.heads.clone(), c.head_params()?, &stop);
-    runner.context = driver.heads().clone();
-    runner.check(&task)?;
+    let runner = c.runner(&driver, a.heads.clone(), &task, &stop)?;
     if runner.registry.get(&a.controller).is_none() {
         anyhow::bail!("unknown controller `{}` (valid: {})", a.controller, runner.registry.names().join(", "));
     }
@@ -373,9 +377,7 @@ fn compare_eval(a: CompareArgs) -> anyhow::Result<()> {
     let cfg = c.config()?;
     let driver = c.model.driver()?;
     let stop = interrupt_flag();
-    let mut runner = Runner::new(driver.backend().as_ref(), weights.keys().cloned().collect(), c.head_params()?, &stop);
-    runner.context = driver.heads().clone();
-    runner.check(&task)?;
+    let runner = c.runner(&driver, weights.keys().cloned().collect(), &task, &stop)?;
     let settings = compare::settings(&families, &cfg, &weights);
     for (_, s) in &settings {
         runner.registry.build(&s.controller, &s.config)?;
