@@ -218,14 +218,14 @@ fn split(out: ForwardOutput, fed: &[bool], dist: bool, hidden: bool) -> Result<V
         }
         _ => None,
     };
-    let mut hidden_rows = if hidden { Some(out.hidden.to_vec2::<f32>()?.into_iter()) } else { None };
+    let mut hidden_rows: Vec<Option<Vec<f32>>> = if hidden { out.hidden.to_vec2::<f32>()?.into_iter().map(Some).collect() } else { Vec::new() };
     let mut steps = Vec::with_capacity(fed.len());
-    for (i, &f) in fed.iter().enumerate() {
-        let h = hidden_rows.as_mut().and_then(Iterator::next);
-        if !f {
+    for (r, &f) in fed.iter().enumerate() {
+        let Some(i) = out.rows.binary_search(&r).ok().filter(|_| f) else {
             steps.push(None);
             continue;
-        }
+        };
+        let h = hidden_rows.get_mut(i).and_then(Option::take);
         let dist = logits.as_ref().map(|(pass, vocab)| TokenDist::row_of(pass, i, *vocab));
         steps.push(Some(Step { dist, hidden: h }));
     }

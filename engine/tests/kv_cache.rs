@@ -54,7 +54,8 @@ fn forked_extended_truncated_row_matches_fresh_prefill() {
     let steps: Vec<Vec<u32>> = vec![vec![], vec![], ext.clone()];
     let out = e.forward(&mut cache, &steps, LogitsFor::Last).unwrap();
     let full: Vec<u32> = prompt.iter().chain(&look[2][..2]).chain(&ext).copied().collect();
-    let d = max_abs_diff(&row(out.logits.as_ref().unwrap(), 2), &fresh_last_logits(&full));
+    let at = out.index_of(2).expect("row 2 was fed");
+    let d = max_abs_diff(&row(out.logits.as_ref().unwrap(), at), &fresh_last_logits(&full));
     assert!(d < TOL, "truncated + re-extended row differs from fresh prefill by {d}");
 
     // rows 0 and 1 were untouched by the step they sat out
@@ -157,14 +158,15 @@ fn batched_rows_pick_the_same_top1_as_alone() {
         let (mut cache, first) = e.prefill(&prompt).unwrap();
         let first = row(first.logits.as_ref().unwrap(), 0);
         cache.fork(conts.len()).unwrap();
-        // the last row brings no token this step: its logits are junk and not compared
+        // the last row brings no token this step: the pass leaves it out (or, where it runs
+        // it, its logits are junk) and it is not compared
         let out = e.forward(&mut cache, &conts, LogitsFor::Last).unwrap();
-        let l = out.logits.unwrap();
+        let l = out.logits.as_ref().unwrap();
         let mut worst = 0f32;
         for (r, c) in conts.iter().enumerate().filter(|(_, c)| !c.is_empty()) {
             let full: Vec<u32> = prompt.iter().chain(c).copied().collect();
             let alone = fresh_last_logits_on(e, &full);
-            let got = row(&l, r);
+            let got = row(l, out.index_of(r).unwrap());
             worst = worst.max(max_abs_diff(&got, &alone));
             let top = deal_backend::sampling::top_k(&alone, 2);
             if strict || top[0].1 - top[1].1 > QUANT_NOISE {
@@ -180,5 +182,47 @@ fn batched_rows_pick_the_same_top1_as_alone() {
         let alone = fresh_last_logits_on(e, &full);
         let d = max_abs_diff(&row(out.logits.as_ref().unwrap(), 4), &alone);
         assert!(d < bound, "a row that waited a step differs by {d}");
+    }
+}
+
+/// Rows that bring no token are left out of a decode pass (no projection, MLP or output-layer
+/// work for them): the rows that are fed get bit for bit what they get when every row is
+/// fed, and the rows that sat out continue bit for bit as if they had not.
+#[test]
+fn rows_without_tokens_are_left_out_and_change_nothing() {
+    let e = engine();
+    let prompt = e.encode_prompt("The old lighthouse keeper").unwrap();
+    let (mut cache, _) = e.prefill(&prompt).unwrap();
+    cache.fork(4).unwrap();
+    let first: Vec<Vec<u32>> = [" looked", " saw a", " lit", " ran"].iter().map(|s| e.tokenizer().encode(s, false).unwrap()).collect();
+    e.forward(&mut cache, &first, LogitsFor::Last).unwrap();
+    let before = cache.deep_clone().unwrap();
+
+    // rows 0 and 2 sit out a ragged step
+    let mut some_cache = cache.deep_clone().unwrap();
+    let step: Vec<Vec<u32>> = vec![vec![], vec![9876, 5], vec![], vec![321]];
+    let some = e.forward(&mut some_cache, &step, LogitsFor::Last).unwrap();
+    assert_eq!(some.rows, [1, 3], "only the fed rows ran");
+    assert_eq!(some.logits.as_ref().unwrap().dims()[0], 2);
+    assert_eq!(some.hidden.dims()[0], 2);
+    assert_eq!((some.index_of(1), some.index_of(2), some.index_of(3)), (Some(0), None, Some(1)));
+
+    // the same step with every row fed
+    let all_step: Vec<Vec<u32>> = vec![vec![7, 8], step[1].clone(), vec![11], step[3].clone()];
+    let all = e.forward(&mut cache, &all_step, LogitsFor::Last).unwrap();
+    assert_eq!(all.rows, [0, 1, 2, 3]);
+    let hidden = |o: &deal_engine::model::ForwardOutput, i: usize| o.hidden.get(i).unwrap().to_vec1::<f32>().unwrap();
+    for (i, r) in [(0, 1), (1, 3)] {
+        assert_eq!(row(some.logits.as_ref().unwrap(), i), row(all.logits.as_ref().unwrap(), r), "cache row {r}: logits");
+        assert_eq!(hidden(&some, i), hidden(&all, r), "cache row {r}: hidden state");
+    }
+
+    // the rows that sat out continue exactly as from the cache before the step
+    let next: Vec<Vec<u32>> = vec![vec![42], vec![43], vec![44], vec![45]];
+    let mut before = before;
+    let want = e.forward(&mut before, &next, LogitsFor::Last).unwrap();
+    let got = e.forward(&mut some_cache, &next, LogitsFor::Last).unwrap();
+    for r in [0, 2] {
+        assert_eq!(row(got.logits.as_ref().unwrap(), r), row(want.logits.as_ref().unwrap(), r), "row {r} after sitting out");
     }
 }

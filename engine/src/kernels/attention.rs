@@ -48,25 +48,38 @@ pub struct SuffixKv<'a> {
     pub used: usize,
 }
 
-/// `out[r, j, h*d..]` = softmax(q·K + mask) V for every row `r`, new token `j` and query
-/// head `h`. `q` is `[rows, t, hq, d]` (already rotated and scaled), `mask` is additive
-/// `[rows, t, prefix.len + suffix.used]`, `out` is `[rows, t, hq*d]`. Rows run in parallel on
-/// candle's CPU pool; with AVX-512 the inner loops are 16 lanes wide.
-pub fn attend(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'_>>, mask: &[f32], s: AttnShape, out: &mut [f32]) {
+/// `out[i, j, h*d..]` = softmax(q·K + mask) V for every query row `i`, new token `j` and
+/// query head `h`. `q` is `[s.rows, t, hq, d]` (already rotated and scaled), `out` is
+/// `[s.rows, t, hq*d]`. Query row `i` is cache row `cache_rows[i]` (row `i` itself when
+/// `None`): the row whose suffix slots it reads and whose lines of the additive mask
+/// `[cache rows, t, prefix.len + suffix.used]` apply, so a pass can leave out rows that
+/// bring no token. Rows run in parallel on candle's CPU pool; with AVX-512 the inner loops
+/// are 16 lanes wide.
+pub fn attend(
+    q: &[f32],
+    prefix: Option<PrefixKv<'_>>,
+    suffix: Option<SuffixKv<'_>>,
+    mask: &[f32],
+    s: AttnShape,
+    cache_rows: Option<&[usize]>,
+    out: &mut [f32],
+) {
     let per_row = s.t * s.hq * s.d;
     let out_ptr = out.as_mut_ptr() as usize;
     let run = |range: std::ops::Range<usize>| {
-        for r in range {
-            // SAFETY: row r owns out[r*per_row .. (r+1)*per_row], disjoint across rows, and
-            // `out` outlives the pool call.
-            let row_out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(r * per_row), per_row) };
+        for i in range {
+            let r = cache_rows.map_or(i, |m| m[i]);
+            let q_row = &q[i * per_row..][..per_row];
+            // SAFETY: query row i owns out[i*per_row .. (i+1)*per_row], disjoint across rows,
+            // and `out` outlives the pool call.
+            let row_out = unsafe { std::slice::from_raw_parts_mut((out_ptr as *mut f32).add(i * per_row), per_row) };
             #[cfg(target_arch = "x86_64")]
             if super::has_avx512f() {
                 // SAFETY: the CPU has AVX-512F (checked at run time).
-                unsafe { attend_row_avx512(q, prefix, suffix, mask, s, r, row_out) };
+                unsafe { attend_row_avx512(q_row, prefix, suffix, mask, s, r, row_out) };
                 continue;
             }
-            attend_row(q, prefix, suffix, mask, s, r, row_out);
+            attend_row(q_row, prefix, suffix, mask, s, r, row_out);
         }
     };
     if s.rows > 1 {
@@ -76,7 +89,7 @@ pub fn attend(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'
     }
 }
 
-/// Row `r` of [`attend`] with AVX-512: each key/value head and its group of query heads
+/// One query row of [`attend`] (`q` and `out` its `[t, hq*d]`, `r` its cache row) with AVX-512: each key/value head and its group of query heads
 /// at once, so every key and value vector is loaded once for the whole group and the
 /// products accumulate in registers. Falls back to [`attend_row`] for head widths that are
 /// not a multiple of 64 or groups wider than 8.
@@ -112,7 +125,7 @@ unsafe fn attend_row_avx512(
                 let base = (r * hkv + kvh) * x.cap * d;
                 segs[1] = (&x.k[base..base + x.used * d], &x.v[base..base + x.used * d]);
             }
-            let heads = ((r * t + j) * hq + kvh * group) * d..((r * t + j) * hq + (kvh + 1) * group) * d;
+            let heads = (j * hq + kvh * group) * d..(j * hq + (kvh + 1) * group) * d;
             let o = &mut out[(j * hq + kvh * group) * d..(j * hq + (kvh + 1) * group) * d];
             match group {
                 1 => group_avx512::<1>(&q[heads], &segs, m, d, &mut scores, o),
@@ -183,7 +196,7 @@ unsafe fn group_avx512<const G: usize>(q: &[f32], segs: &[(&[f32], &[f32]); 2], 
     }
 }
 
-/// Row `r` of [`attend`]; `out` is that row's `[t, hq*d]`.
+/// One query row of [`attend`]: `q` and `out` are that row's `[t, hq*d]`, `r` its cache row.
 #[inline(always)]
 fn attend_row(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'_>>, mask: &[f32], s: AttnShape, r: usize, out: &mut [f32]) {
     let AttnShape { t, hq, hkv, d, .. } = s;
@@ -196,7 +209,7 @@ fn attend_row(q: &[f32], prefix: Option<PrefixKv<'_>>, suffix: Option<SuffixKv<'
         let m = &mask[(r * t + j) * keys..][..keys];
         for h in 0..hq {
             let kvh = h / group;
-            let qv = &q[((r * t + j) * hq + h) * d..][..d];
+            let qv = &q[(j * hq + h) * d..][..d];
             if let Some(p) = prefix {
                 let base = kvh * p.len * d;
                 for (c, sc) in scores[..p_len].iter_mut().enumerate() {
@@ -347,6 +360,7 @@ mod tests {
             Some(SuffixKv { k: &sk, v: &sv, cap, used }),
             &mask,
             s,
+            None,
             &mut out,
         );
         for r in 0..s.rows {
@@ -389,7 +403,7 @@ mod tests {
         let mut mask = vec![0f32; s.rows * keys];
         mask[keys - 1] = -1e30; // row 0 does not see its last slot
         let mut out = vec![0f32; s.rows * s.hq * s.d];
-        attend(&q, Some(PrefixKv { k: &pk, v: &pv, len: p_len }), Some(SuffixKv { k: &sk, v: &sv, cap, used }), &mask, s, &mut out);
+        attend(&q, Some(PrefixKv { k: &pk, v: &pv, len: p_len }), Some(SuffixKv { k: &sk, v: &sv, cap, used }), &mask, s, None, &mut out);
         for r in 0..s.rows {
             let visible = if r == 0 { keys - 1 } else { keys };
             for h in 0..s.hq {
@@ -421,13 +435,43 @@ mod tests {
         let q: Vec<f32> = (0..s.rows * s.hq * s.d).map(|i| val(i + 5)).collect();
         let mask = vec![0f32; s.rows * used];
         let mut both = vec![0f32; s.rows * s.hq * s.d];
-        attend(&q, None, Some(SuffixKv { k: &sk, v: &sv, cap, used }), &mask, s, &mut both);
+        attend(&q, None, Some(SuffixKv { k: &sk, v: &sv, cap, used }), &mask, s, None, &mut both);
         // row 1 alone: its own slice of every input
         let one = AttnShape { rows: 1, ..s };
         let mut alone = vec![0f32; s.hq * s.d];
         let n = cap * s.d;
-        attend(&q[s.hq * s.d..], None, Some(SuffixKv { k: &sk[n..], v: &sv[n..], cap, used }), &mask[used..], one, &mut alone);
+        attend(&q[s.hq * s.d..], None, Some(SuffixKv { k: &sk[n..], v: &sv[n..], cap, used }), &mask[used..], one, None, &mut alone);
         assert_eq!(&both[s.hq * s.d..], &alone[..]);
+    }
+
+    #[test]
+    fn left_out_rows_leave_the_others_bit_identical() {
+        // 4 cache rows, the pass brings tokens for rows 1 and 3 only: their query rows alone,
+        // mapped onto the cache's rows, give exactly what the full pass gives them
+        for d in [32, 64] {
+            let s = AttnShape { rows: 4, t: 2, hq: 4, hkv: 2, d };
+            let (p_len, cap, used) = (3, 4, 2);
+            let pk: Vec<f32> = (0..s.hkv * p_len * d).map(|i| val(i + 1)).collect();
+            let pv: Vec<f32> = (0..s.hkv * p_len * d).map(|i| val(i + 2)).collect();
+            let sk: Vec<f32> = (0..s.rows * s.hkv * cap * d).map(|i| val(i + 3)).collect();
+            let sv: Vec<f32> = (0..s.rows * s.hkv * cap * d).map(|i| val(i + 4)).collect();
+            let q: Vec<f32> = (0..s.rows * s.t * s.hq * d).map(|i| val(i + 5)).collect();
+            let keys = p_len + used;
+            // each row its own visibility, so a wrong row map reads the wrong mask line
+            let mask: Vec<f32> = (0..s.rows * s.t * keys).map(|i| if (i / keys + i % keys) % 3 == 0 && i % keys > 0 { -1e30 } else { 0.0 }).collect();
+            let (prefix, suffix) = (Some(PrefixKv { k: &pk, v: &pv, len: p_len }), Some(SuffixKv { k: &sk, v: &sv, cap, used }));
+            let mut full = vec![0f32; s.rows * s.t * s.hq * d];
+            attend(&q, prefix, suffix, &mask, s, None, &mut full);
+            let per_row = s.t * s.hq * d;
+            let picked = [1usize, 3];
+            let q_some: Vec<f32> = picked.iter().flat_map(|&r| q[r * per_row..(r + 1) * per_row].to_vec()).collect();
+            let mut some = vec![0f32; picked.len() * per_row];
+            attend(&q_some, prefix, suffix, &mask, AttnShape { rows: picked.len(), ..s }, Some(&picked), &mut some);
+            for (i, &r) in picked.iter().enumerate() {
+                assert_eq!(&some[i * per_row..(i + 1) * per_row], &full[r * per_row..(r + 1) * per_row], "d {d}: cache row {r}");
+            }
+            assert_ne!(&full[per_row..2 * per_row], &full[3 * per_row..4 * per_row], "rows differ, so the map is tested");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! On CPU, steps of at most [`FAST_MAX_T`] new tokens per row (decoding, lookahead) take a
 //! direct path instead: q/k norms, RoPE and the attention itself run on the fused q/k/v
-//! matmul's output rows ([`crate::kernels::attention`]), with no intermediate tensors.
+//! matmul's output rows ([`crate::kernels::attention`]), with no intermediate tensors. That
+//! path also takes passes that leave out the rows bringing no token
+//! ([`AttnGroup::cache_rows`]).
 
 /// Widest step (new tokens per row) the direct CPU path takes; prefill chunks go through
 /// candle's batched matmuls.
@@ -55,6 +57,10 @@ pub struct AttnGroup<'a, 'c> {
     pub local: AttnInputs<'a>,
     /// How many consecutive rows of the batch belong to this cache.
     pub rows: usize,
+    /// The cache row of each of those batch rows, where the pass leaves out rows that bring
+    /// no token (`None`: batch row `i` is cache row `i`, all of them). Only the direct CPU
+    /// path takes such a group.
+    pub cache_rows: Option<&'a [usize]>,
 }
 
 impl Attention {
@@ -71,6 +77,9 @@ impl Attention {
     ) -> Result<Tensor> {
         if let Some(out) = self.forward_direct(cfg, layer, local, x, groups)? {
             return Ok(out);
+        }
+        if groups.iter().any(|g| g.cache_rows.is_some()) {
+            return Err(Error::Internal("a pass that leaves out rows took the general attention path".into()));
         }
         let (hq, hkv, d) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
         let qkv = self.qkv.forward(x)?;
@@ -154,13 +163,16 @@ impl Attention {
                     }
                 }
             }
-            // the cache takes keys/values head-major: [rows, hkv, t, d]
+            // the cache takes keys/values head-major for all its rows: [cache rows, hkv, t, d];
+            // rows left out of the pass get zeros in slots their masks never open
+            let cache_rows = g.cache.rows();
             let head_major = |src: &[f32]| -> Vec<f32> {
-                let mut dst = vec![0f32; rows * t * kw];
-                for r in 0..rows {
+                let mut dst = vec![0f32; cache_rows * t * kw];
+                for i in 0..rows {
+                    let r = g.cache_rows.map_or(i, |m| m[i]);
                     for j in 0..t {
                         for h in 0..hkv {
-                            let from = ((r * t + j) * hkv + h) * d;
+                            let from = ((i * t + j) * hkv + h) * d;
                             let to = ((r * hkv + h) * t + j) * d;
                             dst[to..to + d].copy_from_slice(&src[from..from + d]);
                         }
@@ -169,8 +181,8 @@ impl Attention {
                 dst
             };
             let span = off * t * kw..(off + rows) * t * kw;
-            let kt = Tensor::from_vec(head_major(&k[span.clone()]), (rows, hkv, t, d), x.device())?;
-            let vt = Tensor::from_vec(head_major(&v[span]), (rows, hkv, t, d), x.device())?;
+            let kt = Tensor::from_vec(head_major(&k[span.clone()]), (cache_rows, hkv, t, d), x.device())?;
+            let vt = Tensor::from_vec(head_major(&v[span]), (cache_rows, hkv, t, d), x.device())?;
             g.cache.write_layer(layer, inp.step, &kt, &vt)?;
 
             let st = g.cache.layer_storage(layer);
@@ -183,6 +195,7 @@ impl Attention {
                 suffix.as_ref().map(|(k, v)| SuffixKv { k: k.get(), v: v.get(), cap: st.cap, used: st.used }),
                 mask.get(),
                 AttnShape { rows, t, hq, hkv, d },
+                g.cache_rows,
                 &mut out[off * t * qw..(off + rows) * t * qw],
             );
             off += rows;

@@ -293,6 +293,11 @@ impl Projections {
         Ok(Self { fused: None, parts, widths, flat_biases })
     }
 
+    /// Whether [`Projections::forward_flat`] runs (every projection on a packed kernel).
+    pub fn is_packed(&self) -> bool {
+        self.fused.is_some() || self.parts.iter().all(|l| matches!(l.weight, Matmul::Packed(_)))
+    }
+
     /// Every projection's output side by side, row-major `[rows, Σ widths]`, and the widths,
     /// when every projection runs on a packed kernel (fused, or separately with the outputs
     /// interleaved and biases added); `None` when one runs on candle.

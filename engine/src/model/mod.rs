@@ -5,6 +5,11 @@
 //! come back (last position per row, or every position to score a continuation in one pass).
 //! The final normalised hidden state of each row's last token always comes back too (probe
 //! reward heads read it for free).
+//!
+//! Rows that bring no token in a step (the search's waiting and finished rows) are left out
+//! of the pass where the direct CPU attention path runs it (decode and lookahead steps): they
+//! cost no projection, MLP or output-layer work, and [`ForwardOutput::rows`] names the rows
+//! that came back.
 
 pub mod attention;
 pub mod config;
@@ -65,8 +70,12 @@ pub struct ForwardJob<'a> {
 /// A job after validation: its slots reserved, embeddings and RoPE tables built.
 struct Prepared {
     step: crate::kv_cache::StepInfo,
+    /// New tokens of each row the pass runs.
     lens: Vec<usize>,
+    /// Rows the pass runs.
     b: usize,
+    /// Their cache rows, where the pass leaves out rows with no new token.
+    cache_rows: Option<Vec<usize>>,
     t: usize,
     x: Tensor,
     cos_g: Tensor,
@@ -78,10 +87,21 @@ struct Prepared {
 /// Result of one forward step.
 #[derive(Debug)]
 pub struct ForwardOutput {
-    /// Logits, shaped per [`LogitsFor`]; `None` for [`LogitsFor::None`].
+    /// Logits, shaped per [`LogitsFor`]; `None` for [`LogitsFor::None`]. Row `i` belongs to
+    /// cache row `rows[i]`.
     pub logits: Option<Tensor>,
-    /// Final normalised hidden state of each row's last new token: `[rows, hidden]`.
+    /// Final normalised hidden state of each row's last new token: `[rows.len(), hidden]`.
     pub hidden: Tensor,
+    /// The cache row of each output row, ascending: every row of the cache, or, where the
+    /// pass left out the rows that brought no token, only those that did.
+    pub rows: Vec<usize>,
+}
+
+impl ForwardOutput {
+    /// The output row of cache row `r`; `None` where the pass left that row out.
+    pub fn index_of(&self, r: usize) -> Option<usize> {
+        self.rows.binary_search(&r).ok()
+    }
 }
 
 #[derive(Clone)]
@@ -122,6 +142,9 @@ pub struct Model {
     output: Linear,
     rope_global: Rope,
     rope_local: Rope,
+    /// Every layer's attention can take the direct CPU path, so decode steps can leave out
+    /// rows that bring no token.
+    direct_attention: bool,
 }
 
 impl Model {
@@ -186,7 +209,9 @@ impl Model {
         };
         let rope_global = Rope::new(cfg.head_dim, cfg.rope_base, factors, cfg.rope_linear_scale);
         let rope_local = Rope::new(cfg.head_dim, cfg.rope_base_local, None, 1.0);
+        let direct_attention = device.is_cpu() && layers.iter().all(|l| l.attn.qkv.is_packed());
         Ok(Self {
+            direct_attention,
             cfg,
             device: device.clone(),
             dtype: DType::F32,
@@ -260,7 +285,7 @@ impl Model {
         let before: Vec<Vec<usize>> = jobs.iter().map(|j| j.cache.row_lens()).collect();
         let mut prepared = Vec::with_capacity(jobs.len());
         for (i, job) in jobs.iter_mut().enumerate() {
-            match self.prepare(job.cache, job.tokens) {
+            match self.prepare(job.cache, job.tokens, job.want) {
                 Ok(p) => prepared.push((i, p)),
                 Err(e) => results[i] = Some(Err(e)),
             }
@@ -287,8 +312,8 @@ impl Model {
                     // one job's fault must not fail the others merged with it: each alone
                     for i in idx {
                         jobs[i].cache.restore_lens(&before[i]);
-                        let tokens = jobs[i].tokens;
-                        let solo = match self.prepare(&mut *jobs[i].cache, tokens) {
+                        let (tokens, want) = (jobs[i].tokens, jobs[i].want);
+                        let solo = match self.prepare(&mut *jobs[i].cache, tokens, want) {
                             Ok(p) => self.run_batch(jobs, vec![(i, p)]),
                             Err(e) => Err(e),
                         };
@@ -306,8 +331,10 @@ impl Model {
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Internal("forward job was not run".into())))).collect()
     }
 
-    /// Validate one job, reserve its cache slots and build its embeddings and RoPE tables.
-    fn prepare(&self, cache: &mut KvCache, tokens: &[Vec<u32>]) -> Result<Prepared> {
+    /// Validate one job, reserve its cache slots and build its embeddings and RoPE tables:
+    /// for the rows that bring tokens only, where the direct attention path will run the pass
+    /// and logits at every position are not wanted.
+    fn prepare(&self, cache: &mut KvCache, tokens: &[Vec<u32>], want: LogitsFor) -> Result<Prepared> {
         let b = tokens.len();
         let lens: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let t = lens.iter().copied().max().unwrap_or(0);
@@ -332,23 +359,30 @@ impl Model {
         let has_local = self.layers.iter().any(|l| l.local);
         let step = cache.begin_step(&lens, if has_local { self.cfg.sliding_window } else { None })?;
 
-        let mut ids = Vec::with_capacity(b * t);
-        for row in tokens {
-            ids.extend_from_slice(row);
-            ids.extend(std::iter::repeat_n(0u32, t - row.len()));
+        let leave_out = self.direct_attention && t <= attention::FAST_MAX_T && want != LogitsFor::All && lens.contains(&0);
+        let cache_rows: Option<Vec<usize>> = leave_out.then(|| (0..b).filter(|&r| lens[r] > 0).collect());
+        let run: Vec<usize> = cache_rows.clone().unwrap_or_else(|| (0..b).collect());
+        let mut ids = Vec::with_capacity(run.len() * t);
+        let mut positions = Vec::with_capacity(run.len() * t);
+        for &r in &run {
+            ids.extend_from_slice(&tokens[r]);
+            ids.extend(std::iter::repeat_n(0u32, t - tokens[r].len()));
+            positions.extend_from_slice(&step.positions[r * t..(r + 1) * t]);
         }
-        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let n = run.len();
+        let ids = Tensor::from_vec(ids, (n, t), &self.device)?;
         let mut x = self.embed.embedding(&ids)?.to_dtype(self.dtype)?;
         if let Some(s) = self.cfg.embed_scale {
             x = (x * s)?;
         }
-        let (cos_g, sin_g) = self.rope_global.tables(&step.positions, b, t, &self.device)?;
+        let (cos_g, sin_g) = self.rope_global.tables(&positions, n, t, &self.device)?;
         let (cos_l, sin_l) = if has_local {
-            self.rope_local.tables(&step.positions, b, t, &self.device)?
+            self.rope_local.tables(&positions, n, t, &self.device)?
         } else {
             (cos_g.clone(), sin_g.clone())
         };
-        Ok(Prepared { step, lens, b, t, x, cos_g, sin_g, cos_l, sin_l })
+        let lens = run.iter().map(|&r| lens[r]).collect();
+        Ok(Prepared { step, lens, b: n, cache_rows, t, x, cos_g, sin_g, cos_l, sin_l })
     }
 
     /// One pass over the prepared jobs of `batch` (all of width `t`).
@@ -369,6 +403,7 @@ impl Model {
                 global: AttnInputs { step: &p.step, mask: &p.step.mask_global, cos: &p.cos_g, sin: &p.sin_g },
                 local: AttnInputs { step: &p.step, mask: local_mask, cos: &p.cos_l, sin: &p.sin_l },
                 rows: p.b,
+                cache_rows: p.cache_rows.as_deref(),
             });
         }
 
@@ -438,7 +473,8 @@ impl Model {
                     Some(self.output.forward(&all)?.reshape((p.b, t, self.cfg.vocab_size))?)
                 }
             };
-            outs.push(ForwardOutput { logits, hidden: hidden_g });
+            let rows = p.cache_rows.clone().unwrap_or_else(|| (0..p.b).collect());
+            outs.push(ForwardOutput { logits, hidden: hidden_g, rows });
             off += p.b;
         }
         Ok(outs)
