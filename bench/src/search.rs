@@ -4,9 +4,9 @@
 //! The naive reference ([`naive_deal`]) is DeAL as research code writes it: beams and
 //! candidates one at a time, and every next-token distribution computed by running the
 //! whole sequence (prompt + response so far) through the model from scratch, no cache kept
-//! between calls. It makes the same choices as `deal` with `Commit::Token` (up to
-//! quantization noise between batched and single-row arithmetic), so the ratio is the
-//! speed-up of batching, the forked cache and lookahead undo.
+//! between calls. It makes the same choices as `deal` (the default commit rule, the paper
+//! rule pipelined; up to quantization noise between batched and single-row arithmetic), so
+//! the ratio is the speed-up of batching, the forked cache, lookahead undo and pipelining.
 //!
 //! Several backends can be measured in one run (the local engine and a remote
 //! OpenAI-compatible engine, `deal bench search --engine URL`): every prompt runs every
@@ -49,8 +49,9 @@ pub struct SearchBench {
     /// For each margin, further variants accepting only the lookahead's leading tokens of at
     /// least this probability (`min_prob`).
     pub lead_min_probs: Vec<f64>,
-    /// Row budgets of the `deal-pipe<rows>` variants (`Commit::Pipeline`: the paper rule's
-    /// choices, pipelined), one variant each.
+    /// Explicit row budgets of further `deal-pipe<rows>` variants (`Commit::Pipeline`: the
+    /// paper rule's choices, pipelined), one variant each; `deal` itself runs the default
+    /// (pipelined, automatic budget) and `deal-token` the paper rule step by step.
     pub pipeline_rows: Vec<usize>,
 }
 
@@ -60,13 +61,13 @@ impl Default for SearchBench {
             prompts: 4,
             naive_prompts: 1,
             max_tokens: 24,
-            k: 4,
-            beams: 2,
-            lookahead: 4,
-            lambda: 5.0,
+            k: deal_controllers::config::DEFAULT_K,
+            beams: deal_controllers::config::DEFAULT_BEAMS,
+            lookahead: deal_controllers::config::DEFAULT_LOOKAHEAD,
+            lambda: deal_controllers::config::DEFAULT_LAMBDA,
             lead_margins: vec![2.0],
             lead_min_probs: Vec::new(),
-            pipeline_rows: vec![8],
+            pipeline_rows: Vec::new(),
         }
     }
 }
@@ -143,7 +144,10 @@ impl SearchBench {
         let mut v = vec![
             ("greedy".to_string(), "greedy", base.clone()),
             ("sample".to_string(), "sample", base.clone()),
+            // the default commit rule (pipelined: the paper rule's choices in fewer passes),
+            // then the paper rule run step by step
             ("deal".to_string(), "deal", self.deal()),
+            ("deal-token".to_string(), "deal", SearchConfig { commit: Commit::Token, ..self.deal() }),
         ];
         for &m in &self.lead_margins {
             v.push((format!("deal-lead{m}"), "deal", SearchConfig { commit: Commit::Lead { margin: m, min_prob: 0.0 }, ..self.deal() }));
@@ -153,7 +157,7 @@ impl SearchBench {
             }
         }
         for &rows in &self.pipeline_rows {
-            v.push((format!("deal-pipe{rows}"), "deal", SearchConfig { commit: Commit::Pipeline { rows }, ..self.deal() }));
+            v.push((format!("deal-pipe{rows}"), "deal", SearchConfig { commit: Commit::Pipeline { rows: Some(rows) }, ..self.deal() }));
         }
         v.extend([
             ("args".to_string(), "args", SearchConfig { k: 8, lambda: self.lambda, temperature: 0.0, ..base.clone() }),

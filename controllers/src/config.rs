@@ -14,11 +14,14 @@ use crate::error::{ControlError, Result};
 
 /// How many tokens DeAL commits per step. In JSON, `{"mode": "lead", "margin": 2}`, or the
 /// mode alone for the rules whose fields all have defaults (`"token"`, `"pipeline"`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The default is `pipeline` with its automatic row budget: the paper rule's choices, fewer
+/// passes (it runs as `token` where it cannot pipeline: a remote engine, a head that reads
+/// hidden states).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase", remote = "Commit")]
 pub enum Commit {
     /// One token per step (the paper): the beams grow by one token, lookaheads are undone.
-    #[default]
     Token,
     /// Like `Token`, but when the best candidate's score leads the runner-up's by at least
     /// `margin` (log-probability units plus λ·reward), the search commits to it: its
@@ -41,11 +44,18 @@ pub enum Commit {
     /// guess that the spine's token wins. About one pass per committed token while the
     /// guesses hold, at the price of wider passes. See `controllers/src/pipeline.rs`.
     Pipeline {
-        /// Most rows in a pass (at least 1 + k·beams): b·(1 + (k−1)·l) + 1 keeps l steps in
-        /// flight; fewer trade passes for narrower ones. At most [`MAX_ROWS`].
-        #[serde(default = "default_pipeline_rows")]
-        rows: usize,
+        /// Most rows in a pass (at least 1 + k·beams; at most [`MAX_ROWS`]): 1 + b·(1 +
+        /// (k−1)·l) keeps l steps in flight, fewer trade passes for narrower ones. Unset:
+        /// [`auto_pipeline_rows`] (l steps in flight, up to [`AUTO_PIPELINE_ROWS_MAX`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rows: Option<usize>,
     },
+}
+
+impl Default for Commit {
+    fn default() -> Self {
+        Commit::Pipeline { rows: None }
+    }
 }
 
 impl Serialize for Commit {
@@ -66,12 +76,19 @@ impl<'de> Deserialize<'de> for Commit {
     }
 }
 
-/// Default row budget of [`Commit::Pipeline`]: on a CPU a pass of up to 8 rows costs little
-/// more than one row's (`deal bench decode`), wider ones grow with the rows.
-pub const DEFAULT_PIPELINE_ROWS: usize = 8;
+/// Widest row budget [`Commit::Pipeline`] picks by itself. Rows that wait for a decision
+/// cost nothing (the engine leaves rows without a token out of a pass), and on this 2-core
+/// CPU a pass of r fed rows costs about 0.85 + 0.1·r single-row passes up to ~16
+/// (`deal bench decode`): fewer, wider passes win up to there (`deal bench search`,
+/// docs/controllers.md).
+pub const AUTO_PIPELINE_ROWS_MAX: usize = 16;
 
-fn default_pipeline_rows() -> usize {
-    DEFAULT_PIPELINE_ROWS
+/// The row budget of [`Commit::Pipeline`] without `rows`: the anchor plus every beam's spine
+/// and (k−1)·l speculative candidates (l steps in flight: about one pass per committed token
+/// while the guesses hold), at most [`AUTO_PIPELINE_ROWS_MAX`].
+pub fn auto_pipeline_rows(k: usize, beams: usize, lookahead: usize) -> usize {
+    let in_flight = 1 + beams.saturating_mul(1 + k.saturating_sub(1).saturating_mul(lookahead));
+    in_flight.min(AUTO_PIPELINE_ROWS_MAX)
 }
 
 /// The default λ: how many nats of log-probability a head's whole [0, 1] range is worth
@@ -89,8 +106,21 @@ With the default λ = 12, a weight of 1 makes a head's whole range worth 12 nats
 far less likely continuation that satisfies it, while fluent text still wins among those that do. Weights are relative \
 (2 steers twice as hard as 1, negative asks for less); params.lambda scales them all.";
 
-/// Settings of one search. `Default` gives a small, fast search (k=4, b=2, l=4,
-/// λ=[`DEFAULT_LAMBDA`]).
+/// DeAL's default candidates per beam (k), beams (b) and lookahead (l): the fast end of the
+/// measured frontier. With the pipelined commit rule (the default) they cost ~2.6x greedy's
+/// time per token on the default model and raise keyword hard coverage from 0.05 to 0.80
+/// (`deal bench search --prompts 20 --max-tokens 16`, docs/controllers.md); the former
+/// defaults (k=4, b=2, l=4) cost 7.6x for 0.75: a second beam and a longer lookahead buy
+/// little on these prompts and cost every pass more rows.
+pub const DEFAULT_K: usize = 5;
+/// See [`DEFAULT_K`].
+pub const DEFAULT_BEAMS: usize = 1;
+/// See [`DEFAULT_K`].
+pub const DEFAULT_LOOKAHEAD: usize = 2;
+
+/// Settings of one search. `Default` gives a small, fast search (k=[`DEFAULT_K`],
+/// b=[`DEFAULT_BEAMS`], l=[`DEFAULT_LOOKAHEAD`], λ=[`DEFAULT_LAMBDA`], the pipelined commit
+/// rule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
@@ -145,11 +175,11 @@ impl Default for SearchConfig {
             seed: 0,
             temperature: 0.7,
             top_p: 1.0,
-            k: 4,
-            beams: 2,
-            lookahead: 4,
+            k: DEFAULT_K,
+            beams: DEFAULT_BEAMS,
+            lookahead: DEFAULT_LOOKAHEAD,
             lambda: DEFAULT_LAMBDA,
-            commit: Commit::Token,
+            commit: Commit::default(),
             n: 8,
             blocks: 4,
             block_len: 4,
@@ -232,7 +262,7 @@ impl SearchConfig {
                 return Err(ControlError::config("commit.min_prob", format!("must be in [0, 1], got {min_prob}")));
             }
         }
-        if let Commit::Pipeline { rows } = self.commit {
+        if let Commit::Pipeline { rows: Some(rows) } = self.commit {
             if !(1..=MAX_ROWS).contains(&rows) {
                 return Err(ControlError::config("commit.rows", format!("must be in [1, {MAX_ROWS}], got {rows}")));
             }
@@ -256,15 +286,18 @@ mod tests {
     #[test]
     fn a_commit_rule_reads_as_its_mode_alone_or_in_full() {
         let cfg = SearchConfig::from_json(r#"{"commit": "pipeline"}"#).unwrap();
-        assert_eq!(cfg.commit, Commit::Pipeline { rows: DEFAULT_PIPELINE_ROWS });
+        assert_eq!(cfg.commit, Commit::Pipeline { rows: None });
         let cfg = SearchConfig::from_json(r#"{"commit": {"mode": "lead", "margin": 2}}"#).unwrap();
         assert_eq!(cfg.commit, Commit::Lead { margin: 2.0, min_prob: 0.0 });
         let e = SearchConfig::from_json(r#"{"commit": "lead"}"#).unwrap_err().to_string();
         assert!(e.contains("margin"), "{e}");
         assert!(SearchConfig::from_json(r#"{"commit": "fast"}"#).is_err());
         // written in full, so it reads back the same
-        let v = serde_json::to_value(Commit::Pipeline { rows: 11 }).unwrap();
+        let v = serde_json::to_value(Commit::Pipeline { rows: Some(11) }).unwrap();
         assert_eq!(v, serde_json::json!({"mode": "pipeline", "rows": 11}));
-        assert_eq!(serde_json::from_value::<Commit>(v).unwrap(), Commit::Pipeline { rows: 11 });
+        assert_eq!(serde_json::from_value::<Commit>(v).unwrap(), Commit::Pipeline { rows: Some(11) });
+        let v = serde_json::to_value(Commit::Pipeline { rows: None }).unwrap();
+        assert_eq!(v, serde_json::json!({"mode": "pipeline"}));
+        assert_eq!(serde_json::from_value::<Commit>(v).unwrap(), Commit::Pipeline { rows: None });
     }
 }

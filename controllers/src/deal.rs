@@ -51,7 +51,8 @@ impl Build for Deal {
 
     fn rows(cfg: &SearchConfig) -> (usize, &'static str) {
         match cfg.commit {
-            Commit::Pipeline { rows } => (crate::pipeline::budget(rows, cfg), "commit.rows"),
+            // an automatic budget grows with k (and b, l): name the field the user sets
+            Commit::Pipeline { rows } => (crate::pipeline::budget(rows, cfg), if rows.is_some() { "commit.rows" } else { "k" }),
             _ => (cfg.k * cfg.beams, "k"),
         }
     }

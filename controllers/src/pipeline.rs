@@ -34,7 +34,7 @@ use deal_backend::TokenDist;
 use deal_heads::reward::WeightedReward;
 
 use crate::batch::{common_prefix_of, Finish};
-use crate::config::SearchConfig;
+use crate::config::{auto_pipeline_rows, SearchConfig};
 use crate::controller::{Final, Session};
 use crate::error::{ControlError, Result};
 use crate::deal::Deal;
@@ -100,14 +100,14 @@ struct Pipeline<'c> {
     beams: Vec<Beam>,
 }
 
-/// The batch budget of a search asking for `rows`: at least the anchor plus every beam's
-/// candidates of the step being decided.
-pub(crate) fn budget(rows: usize, cfg: &SearchConfig) -> usize {
-    rows.max(1 + cfg.beams * cfg.k)
+/// The batch budget of a search asking for `rows` (unset: [`auto_pipeline_rows`]): at least
+/// the anchor plus every beam's candidates of the step being decided.
+pub(crate) fn budget(rows: Option<usize>, cfg: &SearchConfig) -> usize {
+    rows.unwrap_or_else(|| auto_pipeline_rows(cfg.k, cfg.beams, cfg.lookahead)).max(1 + cfg.beams * cfg.k)
 }
 
 /// Run the search; see the module documentation. `rows`: the requested row budget.
-pub(crate) fn search(cfg: &SearchConfig, rows: usize, s: &mut Session<'_>, reward: &WeightedReward) -> Result<Final> {
+pub(crate) fn search(cfg: &SearchConfig, rows: Option<usize>, s: &mut Session<'_>, reward: &WeightedReward) -> Result<Final> {
     if s.batch.len() != 1 {
         return Err(ControlError::internal("the pipelined search starts from the prompt's single row"));
     }

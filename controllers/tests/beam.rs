@@ -5,7 +5,7 @@
 mod common;
 
 use common::{engine_f32, keywords, run};
-use deal_controllers::SearchConfig;
+use deal_controllers::{Commit, SearchConfig};
 use deal_backend::sampling::{log_softmax, top_k};
 use deal_engine::Engine;
 
@@ -52,7 +52,7 @@ fn lambda_zero_is_beam_search() {
     for (prompt, b, k, l) in [("The old lighthouse keeper", 2, 3, 3), ("Recipe for a simple soup:", 3, 4, 2), ("Once upon a time", 1, 2, 4)] {
         let max_tokens = 10;
         let (want, want_lp) = beam_search(e, prompt, b, k, max_tokens);
-        let cfg = SearchConfig { max_tokens, k, beams: b, lookahead: l, lambda: 0.0, ..Default::default() };
+        let cfg = SearchConfig { max_tokens, k, beams: b, lookahead: l, lambda: 0.0, commit: Commit::Token, ..Default::default() };
         let (got, pieces) = run(e, "deal", &cfg, prompt, Some(&r));
         assert_eq!(got.tokens, want, "{prompt:?} b={b} k={k} l={l}: deal {:?}", got.text);
         assert_eq!(pieces.concat(), got.text);

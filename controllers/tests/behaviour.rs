@@ -70,7 +70,7 @@ fn cancellation_stops_within_one_step() {
     let e = engine();
     let r = keywords(&["light"]);
     // b = 1: every DeAL step commits one token after l = 3 passes
-    let c = SearchConfig { beams: 1, lookahead: 3, max_tokens: 16, ..cfg() };
+    let c = SearchConfig { beams: 1, lookahead: 3, max_tokens: 16, commit: Commit::Token, ..cfg() };
     let req = Request::new(e, PROMPT).with_reward(&r);
     let mut calls = 0;
     let out = deal_controllers::Registry::builtin().search("deal", &c, &req, &mut |_| {
@@ -107,7 +107,7 @@ fn cancellation_stops_within_one_step() {
 fn lead_commit_saves_passes_and_streams_the_same_way() {
     let e = engine();
     let r = keywords(&["light", "sea"]);
-    let token = SearchConfig { max_tokens: 16, ..cfg() };
+    let token = SearchConfig { max_tokens: 16, commit: Commit::Token, ..cfg() };
     let lead = SearchConfig { commit: Commit::Lead { margin: 0.0, min_prob: 0.0 }, ..token.clone() };
     let (a, _) = run(e, "deal", &token, PROMPT, Some(&r));
     let (b, pieces) = run(e, "deal", &lead, PROMPT, Some(&r));

@@ -12,7 +12,7 @@ use deal_backend::FinishReason;
 use deal_controllers::{Commit, Request, SearchConfig};
 
 fn token_rule(k: usize, beams: usize, lookahead: usize) -> SearchConfig {
-    SearchConfig { max_tokens: 16, stop: vec!["\n".into()], k, beams, lookahead, lambda: 12.0, ..Default::default() }
+    SearchConfig { max_tokens: 16, stop: vec!["\n".into()], k, beams, lookahead, lambda: 12.0, commit: Commit::Token, ..Default::default() }
 }
 
 fn passes_per_token(o: &deal_controllers::Outcome) -> f64 {
@@ -29,7 +29,7 @@ fn pipelined_lookahead_makes_the_paper_rules_choices_in_fewer_passes() {
     let mut slow = Vec::new();
     for (k, b, l, rows) in cases {
         let token = token_rule(k, b, l);
-        let pipe = SearchConfig { commit: Commit::Pipeline { rows }, ..token.clone() };
+        let pipe = SearchConfig { commit: Commit::Pipeline { rows: Some(rows) }, ..token.clone() };
         let (mut token_passes, mut pipe_passes) = (0.0, 0.0);
         for words in sets.iter().take(6) {
             let r = keywords(words);
@@ -71,7 +71,7 @@ fn pipelined_lookahead_at_lambda_zero_is_beam_search() {
     let r = keywords(&["dog", "frisbee", "park"]);
     let p = prompt(&["dog", "frisbee", "park"]);
     let token = SearchConfig { lambda: 0.0, ..token_rule(3, 2, 3) };
-    let pipe = SearchConfig { commit: Commit::Pipeline { rows: 12 }, ..token.clone() };
+    let pipe = SearchConfig { commit: Commit::Pipeline { rows: Some(12) }, ..token.clone() };
     let (a, _) = run(e, "deal", &token, &p, Some(&r));
     let (c, _) = run(e, "deal", &pipe, &p, Some(&r));
     assert_eq!(a.tokens, c.tokens);
@@ -85,7 +85,7 @@ fn pipelined_lookahead_at_lambda_zero_is_beam_search() {
 fn pipelined_lookahead_stops_when_cancelled() {
     let e = engine();
     let r = keywords(&["light", "sea"]);
-    let cfg = SearchConfig { max_tokens: 40, commit: Commit::Pipeline { rows: 8 }, ..token_rule(4, 1, 3) };
+    let cfg = SearchConfig { max_tokens: 40, commit: Commit::Pipeline { rows: Some(8) }, ..token_rule(4, 1, 3) };
     let flag = AtomicBool::new(false);
     let req = Request::new(e, "The old lighthouse keeper").with_reward(&r).with_cancel(&flag);
     let mut pieces = 0;
@@ -103,9 +103,11 @@ fn pipelined_lookahead_stops_when_cancelled() {
 
 #[test]
 fn pipeline_row_budget_is_checked() {
-    let cfg = SearchConfig { commit: Commit::Pipeline { rows: 0 }, ..Default::default() };
+    let cfg = SearchConfig { commit: Commit::Pipeline { rows: Some(0) }, ..Default::default() };
     let err = cfg.validate().unwrap_err().to_string();
     assert!(err.contains("commit.rows"), "{err}");
     let parsed = SearchConfig::from_json(r#"{"commit": {"mode": "pipeline"}}"#).unwrap();
-    assert_eq!(parsed.commit, Commit::Pipeline { rows: deal_controllers::config::DEFAULT_PIPELINE_ROWS });
+    assert_eq!(parsed.commit, Commit::Pipeline { rows: None });
+    // the default commit rule is the pipeline with its automatic budget
+    assert_eq!(SearchConfig::default().commit, Commit::Pipeline { rows: None });
 }

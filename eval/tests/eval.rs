@@ -43,7 +43,10 @@ fn keywords_eval_shows_deal_covering_more_than_greedy() {
     assert_eq!((g.prompts, d.prompts), (6, 6));
     assert!(d.scores["keywords"] > g.scores["keywords"], "soft coverage: deal {} vs greedy {}", d.scores["keywords"], g.scores["keywords"]);
     assert!(d.hard_coverage.unwrap() >= g.hard_coverage.unwrap());
-    assert!(d.passes_per_token > 1.5 * g.passes_per_token, "the lookahead costs passes: {} vs {}", d.passes_per_token, g.passes_per_token);
+    // the lookahead costs rows (k·l per token at the defaults) and some passes (the
+    // pipelined commit rule keeps them near one per token)
+    assert!(d.rows_per_token > 4.0 * g.rows_per_token, "the lookahead costs rows: {} vs {}", d.rows_per_token, g.rows_per_token);
+    assert!(d.passes_per_token > g.passes_per_token, "the lookahead costs passes: {} vs {}", d.passes_per_token, g.passes_per_token);
     assert!(g.tokens_per_sec > 0.0 && d.tokens_per_sec > 0.0);
     let table = keywords::table(&ms);
     assert!(table.lines().count() == 4 && table.contains("| deal |"), "{table}");

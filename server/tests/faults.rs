@@ -184,9 +184,9 @@ fn a_panicking_pass_or_head_fails_only_its_own_request() {
     let (st, v) = s.post_json("/v1/completions", &steer("The quiet lake"));
     assert_eq!(st, 200, "{v}");
 
-    // nothing stuck, the faulty prompt works once the fault is gone
-    let h: Value = serde_json::from_str(&s.get("/health").1).unwrap();
-    assert_eq!((h["active"].as_u64(), h["queued"].as_u64()), (Some(0), Some(0)), "{h}");
+    // nothing stuck (a worker counts itself free just after its answer is sent), and the
+    // faulty prompt works once the fault is gone
+    s.wait_idle(Duration::from_secs(2), "a worker stayed busy after the faults");
     let (st, v) = s.post_json("/v1/completions", &completion("Tell me about the Zanzibarian coast", 4));
     assert_eq!(st, 200, "{v}");
 }

@@ -24,16 +24,16 @@ pub struct Args {
     #[arg(long, default_value_t = 24)]
     pub max_tokens: usize,
     /// DeAL candidates per beam.
-    #[arg(short = 'k', long, default_value_t = 4)]
+    #[arg(short = 'k', long, default_value_t = deal_controllers::config::DEFAULT_K)]
     pub k: usize,
     /// DeAL beams.
-    #[arg(short = 'b', long, default_value_t = 2)]
+    #[arg(short = 'b', long, default_value_t = deal_controllers::config::DEFAULT_BEAMS)]
     pub beams: usize,
     /// DeAL lookahead tokens.
-    #[arg(short = 'l', long, default_value_t = 4)]
+    #[arg(short = 'l', long, default_value_t = deal_controllers::config::DEFAULT_LOOKAHEAD)]
     pub lookahead: usize,
     /// DeAL λ (weight of the keyword reward).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = deal_controllers::config::DEFAULT_LAMBDA)]
     pub lambda: f64,
     /// Score leads at which `deal-lead<m>` variants commit a whole lookahead (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "2")]
@@ -42,9 +42,10 @@ pub struct Args {
     /// leading tokens chosen with probability >= p (comma separated; empty = none).
     #[arg(long, value_delimiter = ',')]
     pub lead_min_probs: Vec<f64>,
-    /// Row budgets of `deal-pipe<rows>` variants: the paper rule's choices with the
-    /// pipelined lookahead (comma separated; empty = none).
-    #[arg(long, value_delimiter = ',', default_value = "8")]
+    /// Explicit row budgets of further `deal-pipe<rows>` variants: the paper rule's choices
+    /// with the pipelined lookahead (comma separated). `deal` runs the default commit rule
+    /// (pipelined, automatic budget), `deal-token` the paper rule step by step.
+    #[arg(long, value_delimiter = ',')]
     pub pipeline_rows: Vec<usize>,
     /// Write the results as JSON to this file too.
     #[arg(long)]
