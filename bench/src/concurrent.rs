@@ -74,13 +74,14 @@ pub fn pass_cost(engine: &Engine, clients: usize, steps: usize) -> anyhow::Resul
     Ok((merged, separate))
 }
 
-/// Run the benchmark for `greedy` and `deal` (k=4, b=2, l=4).
+/// Run the benchmark for `greedy` and `deal` at the search defaults (k=5, b=1, l=2, the
+/// pipelined commit rule).
 pub fn run(engine: &Engine, b: &ConcurrentBench) -> anyhow::Result<Vec<ConcurrentPoint>> {
     // no stop string: every search decodes its full `max_tokens` (prefill is a small share)
     let base = SearchConfig { max_tokens: b.max_tokens, ..Default::default() };
     let variants = [
         ("greedy", "greedy", base.clone()),
-        ("deal k=4 b=2 l=4", "deal", SearchConfig { lambda: 5.0, ..base.clone() }),
+        ("deal (defaults)", "deal", SearchConfig { lambda: 5.0, ..base.clone() }),
     ];
     let mut points = Vec::new();
     for (label, name, cfg) in variants {

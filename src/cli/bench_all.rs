@@ -44,7 +44,7 @@ fn parts(a: &Args) -> Vec<Part> {
     let search = if a.quick {
         s(&["bench", "search", "--prompts", "2", "--naive-prompts", "1", "--max-tokens", "8", "--lambda", "12"])
     } else {
-        s(&["bench", "search", "--prompts", "8", "--naive-prompts", "1", "--max-tokens", "16", "--lambda", "12", "--pipeline-rows", "8"])
+        s(&["bench", "search", "--prompts", "8", "--naive-prompts", "1", "--max-tokens", "16", "--lambda", "12"])
     };
     let heads = if a.quick { s(&["heads", "bench", "--iters", "3", "--cheap-only"]) } else { s(&["heads", "bench"]) };
     let concurrent = if a.quick { s(&["bench", "concurrent", "--clients", "2", "--max-tokens", "8"]) } else { s(&["bench", "concurrent"]) };
