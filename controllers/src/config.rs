@@ -107,10 +107,10 @@ far less likely continuation that satisfies it, while fluent text still wins amo
 (2 steers twice as hard as 1, negative asks for less); params.lambda scales them all.";
 
 /// DeAL's default candidates per beam (k), beams (b) and lookahead (l): the fast end of the
-/// measured frontier. With the pipelined commit rule (the default) they cost ~2.6x greedy's
+/// measured frontier. With the pipelined commit rule (the default) they cost 2.6-3x greedy's
 /// time per token on the default model and raise keyword hard coverage from 0.05 to 0.80
 /// (`deal bench search --prompts 20 --max-tokens 16`, docs/controllers.md); the former
-/// defaults (k=4, b=2, l=4) cost 7.6x for 0.75: a second beam and a longer lookahead buy
+/// defaults (k=4, b=2, l=4) cost 7.0-7.7x for 0.75: a second beam and a longer lookahead buy
 /// little on these prompts and cost every pass more rows.
 pub const DEFAULT_K: usize = 5;
 /// See [`DEFAULT_K`].
