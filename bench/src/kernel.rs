@@ -1,21 +1,36 @@
-//! The batched Q8_0 matmul kernel ([`deal_engine::kernels::q8_0`]) against candle's Q8_0
-//! `QMatMul` on the loaded model's own weight shapes, at several activation row counts: time
-//! per call, the ratio, GMAC/s, and what `m` rows cost relative to one row (the number behind
-//! every lockstep search: a pass of 8 rows should cost far less than 8 passes of one).
-//! Weights are random Q8_0 (speed does not depend on the values).
+//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q6_K) against candle's
+//! `QMatMul` on the same type, on the loaded model's own weight shapes, at several activation
+//! row counts: time per call, the ratio, GMAC/s, the weight bytes streamed per second (against
+//! the machine's copy bandwidth, the batch-1 roof), and what `m` rows cost relative to one row
+//! (the number behind every lockstep search: a pass of 8 rows should cost far less than 8
+//! passes of one). Weights are random (speed does not depend on the values). Matrices smaller
+//! than the last-level cache are re-read from it between calls, so their GB/s can exceed the
+//! memory's; the output layer is the one that streams from memory.
 
 use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use deal_engine::kernels::q8_0::PackedQ8;
+use deal_engine::model::layers::Packed;
 use deal_engine::model::ModelConfig;
+
+/// The weight types `deal bench kernel --types` takes, by their GGUF names.
+pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "q8_0" => GgmlDType::Q8_0,
+        "q4_k" => GgmlDType::Q4K,
+        "q6_k" => GgmlDType::Q6K,
+        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q6_k)"),
+    })
+}
 
 /// One (shape, rows) measurement.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KernelPoint {
     /// Which weight: qkv, attn_out, gate_up, down, output.
     pub weight: String,
+    /// Its type (Q8_0, Q4K, Q6K).
+    pub dtype: String,
     /// Output width.
     pub n: usize,
     /// Input width.
@@ -30,6 +45,8 @@ pub struct KernelPoint {
     pub speedup: f64,
     /// Our multiply-accumulates per second, in billions.
     pub gmacs: f64,
+    /// Packed weight bytes our kernel streams per second, in GB (10^9).
+    pub gb_s: f64,
     /// Our time at these rows / our time at one row.
     pub cost_vs_one_row: f64,
 }
@@ -45,8 +62,8 @@ fn time(min_secs: f64, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Res
     Ok(t.elapsed().as_secs_f64() / n as f64)
 }
 
-/// Measure every weight shape of `cfg` at each of `rows`.
-pub fn run(cfg: &ModelConfig, rows: &[usize], min_secs: f64) -> anyhow::Result<Vec<KernelPoint>> {
+/// Measure every weight shape of `cfg` in each of `types` at each of `rows`.
+pub fn run(cfg: &ModelConfig, types: &[GgmlDType], rows: &[usize], min_secs: f64) -> anyhow::Result<Vec<KernelPoint>> {
     let (h, q, kv) = (cfg.hidden_size, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim);
     let shapes = [
         ("qkv", q + 2 * kv, h),
@@ -57,9 +74,13 @@ pub fn run(cfg: &ModelConfig, rows: &[usize], min_secs: f64) -> anyhow::Result<V
     ];
     let dev = Device::Cpu;
     let mut out = Vec::new();
-    for (name, n, k) in shapes {
-        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev)?, GgmlDType::Q8_0)?;
-        let packed = PackedQ8::pack(&[&w])?.ok_or_else(|| anyhow::anyhow!("this CPU lacks AVX512-VNNI: no kernel to measure"))?;
+    for (&dtype, (name, n, k)) in types.iter().flat_map(|t| shapes.iter().map(move |s| (t, *s))) {
+        if k % dtype.block_size() != 0 {
+            continue;
+        }
+        let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev)?, dtype)?;
+        let packed = Packed::pack(&[&w])?.ok_or_else(|| anyhow::anyhow!("this CPU lacks AVX512-VNNI: no kernel to measure"))?;
+        let bytes = packed.bytes();
         let candle = QMatMul::from_qtensor(w)?;
         let mut one_row = None;
         for &m in rows {
@@ -76,6 +97,7 @@ pub fn run(cfg: &ModelConfig, rows: &[usize], min_secs: f64) -> anyhow::Result<V
             let base = *one_row.get_or_insert(if m == 1 { ours } else { f64::NAN });
             out.push(KernelPoint {
                 weight: name.to_string(),
+                dtype: format!("{dtype:?}"),
                 n,
                 k,
                 rows: m,
@@ -83,6 +105,7 @@ pub fn run(cfg: &ModelConfig, rows: &[usize], min_secs: f64) -> anyhow::Result<V
                 candle_ms: theirs * 1e3,
                 speedup: theirs / ours,
                 gmacs: (n * k * m) as f64 / ours / 1e9,
+                gb_s: bytes as f64 / ours / 1e9,
                 cost_vs_one_row: ours / base,
             });
         }

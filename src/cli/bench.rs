@@ -102,6 +102,10 @@ pub struct KernelArgs {
     /// relative to it).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     pub rows: Vec<usize>,
+    /// Weight types, comma separated: q8_0, q4_k, q6_k (each against candle's matmul on the
+    /// same type).
+    #[arg(long, value_delimiter = ',', default_value = "q8_0,q4_k,q6_k")]
+    pub types: Vec<String>,
     /// Seconds spent timing each (shape, rows) point, per implementation.
     #[arg(long, default_value_t = 0.3)]
     pub secs: f64,
@@ -234,20 +238,24 @@ fn kernel_bench(a: KernelArgs) -> anyhow::Result<()> {
     if a.rows.is_empty() || a.rows.contains(&0) || !(a.secs > 0.0 && a.secs.is_finite()) {
         anyhow::bail!("--rows must be positive counts and --secs a positive number");
     }
-    let engine = a.model.load()?;
-    let cfg = engine.model().config().clone();
-    drop(engine);
+    let types = a.types.iter().map(|t| deal_bench::kernel::parse_type(t)).collect::<anyhow::Result<Vec<_>>>()?;
+    let path = a.model.path()?;
+    let file = deal_engine::gguf::GgufFile::open(&path)?;
+    let cfg = deal_engine::model::ModelConfig::from_gguf(file.content())?;
+    drop(file);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    eprintln!("deal bench kernel: {} weight shapes, {threads} threads; ours vs candle's Q8_0 QMatMul", cfg.arch_name);
-    let points = deal_bench::kernel::run(&cfg, &a.rows, a.secs)?;
+    eprintln!("deal bench kernel: {} weight shapes, {threads} threads; ours vs candle's QMatMul on the same type", cfg.arch_name);
+    let copy = deal_bench::footprint::copy_bandwidth();
+    println!("copy bandwidth (STREAM-like, {threads} threads): {:.1} GB/s", copy / 1e9);
+    let points = deal_bench::kernel::run(&cfg, &types, &a.rows, a.secs)?;
     println!(
-        "{:>9} {:>7} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>10}",
-        "weight", "n", "k", "rows", "ours ms", "candle ms", "speedup", "GMAC/s", "vs 1 row"
+        "{:>9} {:>5} {:>7} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>7} {:>10}",
+        "weight", "type", "n", "k", "rows", "ours ms", "candle ms", "speedup", "GMAC/s", "GB/s", "vs 1 row"
     );
     for p in &points {
         println!(
-            "{:>9} {:>7} {:>5} {:>5} {:>10.3} {:>10.3} {:>7.2}x {:>8.1} {:>9.2}x",
-            p.weight, p.n, p.k, p.rows, p.ours_ms, p.candle_ms, p.speedup, p.gmacs, p.cost_vs_one_row
+            "{:>9} {:>5} {:>7} {:>5} {:>5} {:>10.3} {:>10.3} {:>7.2}x {:>8.1} {:>7.1} {:>9.2}x",
+            p.weight, p.dtype, p.n, p.k, p.rows, p.ours_ms, p.candle_ms, p.speedup, p.gmacs, p.gb_s, p.cost_vs_one_row
         );
     }
     if let Some(path) = &a.json {

@@ -37,8 +37,8 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weights in memory: `requantize` (Q8_0 and Q4_K as stored, on deal's kernels; other
-    /// types to Q8_0 on CPU: fastest decode), `compact` (Q6_K as stored too: least memory,
-    /// fastest load), `q8` (every type to Q8_0: most memory, fastest on wide batches),
+    /// types to Q8_0 on CPU: fastest passes of many rows, as searches make), `compact` (Q6_K
+    /// as stored too: least memory, fastest load, fastest batch-1 decode of Q4_K_M files), `q8` (every type to Q8_0: most memory, fastest on wide batches),
     /// `stored` (as in the file, candle's kernels), `f32` (exact reference arithmetic).
     #[arg(long, default_value = "requantize", value_parser = ["requantize", "compact", "q8", "stored", "f32"])]
     pub weights: String,

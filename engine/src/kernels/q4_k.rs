@@ -27,8 +27,6 @@ const BLOCK_BYTES: usize = 144;
 use super::TILE;
 /// Activation rows processed per pass over a weight tile (registers hold 4 rows' sums).
 pub const ROWS_PER_PASS: usize = 4;
-/// How far ahead the weights are prefetched, in tile-blocks (about 9 KiB).
-const PREFETCH_BLOCKS: usize = 12;
 
 /// One 256-value block of 16 rows.
 #[repr(C, align(64))]
@@ -120,12 +118,12 @@ impl PackedQ4K {
         }
         let act = Q8KRows::new(lhs, m, self.k);
         let kb = self.k / QK_K;
-        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, _first, out, stride| {
             // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
             // rows of 16 floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, out, stride)
             };
         });
         Ok(dst)
@@ -143,15 +141,14 @@ unsafe fn tile_kernel(
     act: &Q8KRows,
     r0: usize,
     rows: usize,
-    prefetch: bool,
     out: *mut f32,
     stride: usize,
 ) {
     match rows {
-        1 => tile_pass::<1>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        2 => tile_pass::<2>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        3 => tile_pass::<3>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        _ => tile_pass::<4>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        1 => tile_pass::<1>(blocks, first, kb, act, r0, (out, stride)),
+        2 => tile_pass::<2>(blocks, first, kb, act, r0, (out, stride)),
+        3 => tile_pass::<3>(blocks, first, kb, act, r0, (out, stride)),
+        _ => tile_pass::<4>(blocks, first, kb, act, r0, (out, stride)),
     }
 }
 
@@ -166,7 +163,6 @@ unsafe fn tile_pass<const R: usize>(
     kb: usize,
     act: &Q8KRows,
     r0: usize,
-    prefetch: bool,
     (out, stride): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
@@ -174,18 +170,8 @@ unsafe fn tile_pass<const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
-    let end = blocks.len();
     for b in 0..kb {
         let blk = &*base.add(first + b);
-        if prefetch {
-            let ahead = first + b + PREFETCH_BLOCKS;
-            if ahead < end {
-                let p = base.add(ahead) as *const i8;
-                for line in 0..(std::mem::size_of::<TileBlock>() / 64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
-                }
-            }
-        }
         let wp = blk.qs.as_ptr() as *const __m512i;
         let mut ap = [std::ptr::null::<i8>(); R];
         for (r, p) in ap.iter_mut().enumerate() {
@@ -327,3 +313,4 @@ mod tests {
         assert!((p.bytes() as f64) <= 1.03 * a.storage_size_in_bytes() as f64, "{} vs {}", p.bytes(), a.storage_size_in_bytes());
     }
 }
+

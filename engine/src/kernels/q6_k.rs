@@ -25,18 +25,18 @@ use crate::{Error, Result};
 const BLOCK_BYTES: usize = 210;
 /// Activation rows processed per pass over a weight tile.
 pub const ROWS_PER_PASS: usize = 4;
-/// How far ahead the weights are prefetched, in tile-blocks (about 10 KiB).
-const PREFETCH_BLOCKS: usize = 8;
 
 /// One 256-value block of 16 rows: the 3360 bytes of the 16 Q6_K blocks it replaces, padded
 /// to whole cache lines (3392).
 #[repr(C, align(64))]
 #[derive(Clone)]
 struct TileBlock {
-    /// `ql[h][p][g][row][i]` = byte `64h + 32p + 4g + i` of `row`'s `ql`.
-    ql: [u8; 128 * TILE],
-    /// `qh[h][g][row][i]` = byte `32h + 4g + i` of `row`'s `qh`.
-    qh: [u8; 64 * TILE],
+    /// The 4-bit and 2-bit parts in the order the kernel reads them, three 64-byte vectors
+    /// per `(h, g)`: `q[h][g][0][row][i]` = byte `64h + 4g + i` of `row`'s `ql`,
+    /// `q[h][g][1][row][i]` = byte `64h + 32 + 4g + i` of `ql`, `q[h][g][2][row][i]` = byte
+    /// `32h + 4g + i` of `qh`. One sequential stream per block, so the hardware prefetchers
+    /// keep up with it.
+    q: [u8; 192 * TILE],
     /// `sc[j][row]`: scale of values `16j .. 16j + 16`.
     sc: [i8; 16 * TILE],
     /// Per-row `d` as f16 bits.
@@ -63,7 +63,7 @@ impl PackedQ6K {
             return Ok(None);
         }
         super::with_stacked_rows(ts, GgmlDType::Q6K, |rows, k| {
-            let empty = TileBlock { ql: [0; 128 * TILE], qh: [0; 64 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
+            let empty = TileBlock { q: [0; 192 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
             let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
                 let (ql, qh, sc) = (&src[..128], &src[128..192], &src[192..208]);
                 blk.d[lane] = u16::from_le_bytes([src[208], src[209]]);
@@ -72,14 +72,11 @@ impl PackedQ6K {
                 }
                 for h in 0..2 {
                     for g in 0..8 {
-                        for p in 0..2 {
-                            let at = (((h * 2 + p) * 8 + g) * TILE + lane) * 4;
-                            let from = 64 * h + 32 * p + 4 * g;
-                            blk.ql[at..at + 4].copy_from_slice(&ql[from..from + 4]);
+                        let v = (h * 8 + g) * 3;
+                        for (part, from) in [(0, &ql[64 * h + 4 * g..]), (1, &ql[64 * h + 32 + 4 * g..]), (2, &qh[32 * h + 4 * g..])] {
+                            let at = ((v + part) * TILE + lane) * 4;
+                            blk.q[at..at + 4].copy_from_slice(&from[..4]);
                         }
-                        let at = ((h * 8 + g) * TILE + lane) * 4;
-                        let from = 32 * h + 4 * g;
-                        blk.qh[at..at + 4].copy_from_slice(&qh[from..from + 4]);
                     }
                 }
             });
@@ -109,12 +106,12 @@ impl PackedQ6K {
         }
         let act = Q8KRows::new(lhs, m, self.k);
         let kb = self.k / QK_K;
-        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, _first, out, stride| {
             // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
             // rows of 16 floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, out, stride)
             };
         });
         Ok(dst)
@@ -132,15 +129,14 @@ unsafe fn tile_kernel(
     act: &Q8KRows,
     r0: usize,
     rows: usize,
-    prefetch: bool,
     out: *mut f32,
     stride: usize,
 ) {
     match rows {
-        1 => tile_pass::<1>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        2 => tile_pass::<2>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        3 => tile_pass::<3>(blocks, first, kb, act, r0, prefetch, (out, stride)),
-        _ => tile_pass::<4>(blocks, first, kb, act, r0, prefetch, (out, stride)),
+        1 => tile_pass::<1>(blocks, first, kb, act, r0, (out, stride)),
+        2 => tile_pass::<2>(blocks, first, kb, act, r0, (out, stride)),
+        3 => tile_pass::<3>(blocks, first, kb, act, r0, (out, stride)),
+        _ => tile_pass::<4>(blocks, first, kb, act, r0, (out, stride)),
     }
 }
 
@@ -158,7 +154,6 @@ unsafe fn tile_pass<const R: usize>(
     kb: usize,
     act: &Q8KRows,
     r0: usize,
-    prefetch: bool,
     (out, stride): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
@@ -168,7 +163,6 @@ unsafe fn tile_pass<const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
-    let end = blocks.len();
     // the scales of sub-block j, sign-extended, in both 16-bit halves of each row's lane
     let scale_pair = |sc: *const i8, j: usize| {
         let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(j * TILE) as *const __m128i));
@@ -176,17 +170,7 @@ unsafe fn tile_pass<const R: usize>(
     };
     for b in 0..kb {
         let blk = &*base.add(first + b);
-        if prefetch {
-            let ahead = first + b + PREFETCH_BLOCKS;
-            if ahead < end {
-                let p = base.add(ahead) as *const i8;
-                for line in 0..std::mem::size_of::<TileBlock>().div_ceil(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
-                }
-            }
-        }
-        let qlp = blk.ql.as_ptr() as *const __m512i;
-        let qhp = blk.qh.as_ptr() as *const __m512i;
+        let qp = blk.q.as_ptr() as *const __m512i;
         let scp = blk.sc.as_ptr();
         let mut ap = [std::ptr::null::<i8>(); R];
         for (r, p) in ap.iter_mut().enumerate() {
@@ -199,9 +183,10 @@ unsafe fn tile_pass<const R: usize>(
                 let sc = [0, 1, 2, 3].map(|kq| scale_pair(scp, 8 * h + is + 2 * kq));
                 for gg in 0..4 {
                     let g = 4 * is + gg;
-                    let l0 = _mm512_load_si512(qlp.add(h * 16 + g));
-                    let l1 = _mm512_load_si512(qlp.add(h * 16 + 8 + g));
-                    let hb = _mm512_load_si512(qhp.add(h * 8 + g));
+                    let v = (h * 8 + g) * 3;
+                    let l0 = _mm512_load_si512(qp.add(v));
+                    let l1 = _mm512_load_si512(qp.add(v + 1));
+                    let hb = _mm512_load_si512(qp.add(v + 2));
                     // value kq's high 2 bits sit at bits 2kq, 2kq+1 of its qh byte
                     let u = [
                         _mm512_or_si512(_mm512_and_si512(l0, low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
@@ -315,3 +300,4 @@ mod tests {
         assert!(PackedQ6K::pack(&[&q4]).unwrap().is_none());
     }
 }
+

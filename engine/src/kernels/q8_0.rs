@@ -86,6 +86,11 @@ impl PackedQ8 {
         self.k
     }
 
+    /// Bytes the packed weights hold.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<TileBlock>()
+    }
+
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
     pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
         if lhs.len() != m * self.k {
@@ -98,7 +103,7 @@ impl PackedQ8 {
             // rows of 16 floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first, out, stride)
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride)
             };
         });
         Ok(dst)
@@ -121,28 +126,47 @@ impl QuantizedRows {
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * kb];
         let mut sums = vec![0i32; m * kb];
-        #[cfg(target_arch = "x86_64")]
-        let vector = available();
+        let vector = quantizer_is_vector();
         for (bi, (xs, q)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            // ggml's reference quantizer (and candle's): multiply by 1/d, round half away
-            // from zero, so our matmuls quantize activations exactly as candle's `QMatMul`
-            let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-            #[cfg(target_arch = "x86_64")]
-            let s = if vector {
-                // SAFETY: AVX-512F/BW present (checked at run time); both slices hold 32 values.
-                unsafe { quantize_block_avx512(xs, inv, q) }
-            } else {
-                quantize_block(xs, inv, q)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let s = quantize_block(xs, inv, q);
-            d[bi] = f16::from_f32(scale).to_f32();
+            let (scale, s) = quantize_q8_0(xs, q, vector);
+            d[bi] = scale.to_f32();
             sums[bi] = s;
         }
         Self { qs, d, sums, kb, k }
     }
+}
+
+/// Whether [`quantize_q8_0`] may take its AVX-512 path on this CPU.
+pub fn quantizer_is_vector() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// One Q8_0 block of 32 values, with ggml's reference arithmetic (and candle's
+/// `BlockQ8_0::from_float`, bit for bit): scale `d = max|x| / 127`, values `x · (1/d)`
+/// rounded half away from zero. Writes the 32 values to `q`; returns `d` as f16 and the sum
+/// of the values. `vector` (from [`quantizer_is_vector`]) picks the AVX-512 rounding, which
+/// gives the same bits.
+pub fn quantize_q8_0(xs: &[f32], q: &mut [i8], vector: bool) -> (f16, i32) {
+    let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+    #[cfg(target_arch = "x86_64")]
+    let s = if vector && xs.len() == QK && q.len() == QK {
+        // SAFETY: `vector` comes from `quantizer_is_vector` (AVX-512F/BW present); both
+        // slices hold 32 values.
+        unsafe { quantize_block_avx512(xs, inv, q) }
+    } else {
+        quantize_block(xs, inv, q)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let s = {
+        let _ = vector;
+        quantize_block(xs, inv, q)
+    };
+    (f16::from_f32(scale), s)
 }
 
 /// Quantize one block with the multiplier `inv`; returns the sum of the quantized values.
@@ -224,7 +248,10 @@ unsafe fn tile_kernel(
 ///
 /// Weights stream from memory (a 262k-row output layer is 178 MB), and with several rows the
 /// loop is busy enough that the hardware prefetcher falls behind: each block prefetches the
-/// block [`PREFETCH_BLOCKS`] ahead (only on a tile's first pass; later passes hit L1).
+/// block [`PREFETCH_BLOCKS`] ahead (only on a tile's first pass of several rows; later
+/// passes hit L1). A single row is left to the hardware prefetcher, which streams faster
+/// alone (`deal bench kernel`: 262k × 2560 output at 1 row, 16.1-16.7 ms without against
+/// 17.4-23.2 ms with, 2026-12-06).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_pass<const R: usize>(
@@ -363,3 +390,4 @@ mod tests {
         assert!(PackedQ8::pack(&[&w]).unwrap().is_none());
     }
 }
+

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::gguf::GgufFile;
+use crate::gguf::{dequantize_into, GgufFile};
 use crate::kernels::q4_k::PackedQ4K;
 use crate::kernels::q6_k::PackedQ6K;
 use crate::kernels::q8_0::PackedQ8;
@@ -41,11 +41,12 @@ pub enum WeightMode {
     /// As stored in the GGUF, on candle's kernels.
     Stored,
     /// Q8_0 and Q4_K as stored on deal's kernels; other quantized types (Q6_K, Q5_0, ...)
-    /// become Q8_0 (CPU only). The default: the fastest decode.
+    /// become Q8_0 (CPU only). The default: the fastest passes of many rows (searches).
     Requantize,
     /// Q8_0, Q4_K and Q6_K as stored on deal's kernels; other types become Q8_0. The least
-    /// memory (about the file's size) and the fastest load; Q6_K matrices (the output layer
-    /// of most Q4_K_M files) decode slower than as Q8_0.
+    /// memory (about the file's size), the fastest load and the fastest batch-1 decode of
+    /// Q4_K_M files; from ~4 rows per pass their Q6_K matrices (the output layer of most
+    /// Q4_K_M files) run slower than as Q8_0.
     Compact,
     /// Every quantized matmul weight becomes Q8_0 (CPU only): about twice the memory of a
     /// Q4_K file and slower to load; the fastest where many rows share each pass (prefill,
@@ -78,48 +79,72 @@ pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightM
     }
 }
 
-/// A CPU weight re-quantized to Q8_0, slabs of rows on every core (candle's own path is one
-/// thread: seconds per GB of weights at load).
+/// A CPU weight re-quantized to Q8_0 on every core, bit for bit what candle's
+/// `QTensor::quantize(&t.dequantize(), Q8_0)` gives: each thread dequantizes slabs of its
+/// rows into a small reused buffer (candle's own `to_float` for the stored type) and
+/// quantizes them straight into the one output buffer. (Going through candle's tensors
+/// instead allocated, zeroed and copied every slab several times: most of a 4B model's
+/// load time.)
 pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
+    use candle_core::quantized::k_quants::BlockQ8_0;
     let device = t.device();
     let dims = t.shape().dims().to_vec();
     let (rows, k) = match dims.as_slice() {
-        [r, k] if device.is_cpu() => (*r, *k),
+        [r, k] if device.is_cpu() && k % 32 == 0 => (*r, *k),
         _ => return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?),
     };
     let dtype = t.dtype();
     let row_bytes = k / dtype.block_size() * dtype.type_size();
     let data = t.data()?;
-    if data.len() != rows * row_bytes || k % 32 != 0 {
+    if data.len() != rows * row_bytes || k % dtype.block_size() != 0 || !dequantize_into(dtype, &[], &mut []) {
         return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?);
     }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // slabs of ~1M values, handed out round-robin
-    let per = (1usize << 20).div_ceil(k).max(1);
-    let slabs: Vec<(usize, usize)> = (0..rows).step_by(per).map(|r| (r, (r + per).min(rows))).collect();
-    let convert = |(r0, r1): (usize, usize)| -> Result<Vec<u8>> {
-        let part = QTensor::new(
-            candle_core::quantized::QStorage::from_data(std::borrow::Cow::Borrowed(&data[r0 * row_bytes..r1 * row_bytes]), &Device::Cpu, dtype)?,
-            (r1 - r0, k),
-        )?;
-        Ok(QTensor::quantize(&part.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?.data()?.into_owned())
-    };
-    let mut parts: Vec<Option<Result<Vec<u8>>>> = (0..slabs.len()).map(|_| None).collect();
+    let blocks_per_row = k / 32;
+    let mut out: Vec<BlockQ8_0> = Vec::with_capacity(rows * blocks_per_row);
+    let out_addr = out.as_mut_ptr() as usize;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let per_worker = rows.div_ceil(workers).max(1);
+    // ~64k values per slab: the f32 buffer stays in L2
+    let slab_rows = (1usize << 16).div_ceil(k).max(1);
+    let vector = crate::kernels::q8_0::quantizer_is_vector();
+    let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        let chunks: Vec<_> = parts.chunks_mut(slabs.len().div_ceil(workers).max(1)).zip(slabs.chunks(slabs.len().div_ceil(workers).max(1))).collect();
-        for (out, sl) in chunks {
+        for w in 0..workers {
+            let (r_start, r_end) = (w * per_worker, ((w + 1) * per_worker).min(rows));
+            if r_start >= r_end {
+                continue;
+            }
+            let (data, failed) = (&data, &failed);
             s.spawn(move || {
-                for (o, &r) in out.iter_mut().zip(sl) {
-                    *o = Some(convert(r));
+                let mut buf = vec![0f32; slab_rows * k];
+                let mut r = r_start;
+                while r < r_end {
+                    let r1 = (r + slab_rows).min(r_end);
+                    let vals = &mut buf[..(r1 - r) * k];
+                    if !dequantize_into(dtype, &data[r * row_bytes..r1 * row_bytes], vals) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    for (i, xs) in vals.chunks_exact(32).enumerate() {
+                        // SAFETY: block r * blocks_per_row + i lies in this worker's rows,
+                        // inside the capacity reserved above, written by no other thread;
+                        // BlockQ8_0 is repr(C): an f16 scale, then 32 i8 values (34 bytes).
+                        let blk = unsafe { (out_addr as *mut u8).add((r * blocks_per_row + i) * std::mem::size_of::<BlockQ8_0>()) };
+                        let q = unsafe { std::slice::from_raw_parts_mut(blk.add(2) as *mut i8, 32) };
+                        let (d, _) = crate::kernels::q8_0::quantize_q8_0(xs, q, vector);
+                        unsafe { std::ptr::copy_nonoverlapping(d.to_bits().to_le_bytes().as_ptr(), blk, 2) };
+                    }
+                    r = r1;
                 }
             });
         }
     });
-    let mut bytes = Vec::with_capacity(rows * k / 32 * 34);
-    for p in parts {
-        bytes.extend_from_slice(&p.ok_or_else(|| crate::Error::Internal("a re-quantization thread stopped".into()))??);
+    if failed.into_inner() {
+        return Err(crate::Error::Internal(format!("{dtype:?} rows could not be dequantized")));
     }
-    Ok(QTensor::new(candle_core::quantized::QStorage::from_data(std::borrow::Cow::Owned(bytes), &Device::Cpu, GgmlDType::Q8_0)?, (rows, k))?)
+    // SAFETY: the workers covered rows [0, rows), writing every byte of every block.
+    unsafe { out.set_len(rows * blocks_per_row) };
+    Ok(QTensor::new(candle_core::quantized::QStorage::Cpu(Box::new(out)), (rows, k))?)
 }
 
 /// Weights repacked for one of our CPU kernels.
@@ -151,6 +176,15 @@ impl Packed {
             Packed::Q8(p) => p.n(),
             Packed::Q4K(p) => p.n(),
             Packed::Q6K(p) => p.n(),
+        }
+    }
+
+    /// Bytes the packed weights hold (what one pass over them reads).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Packed::Q8(p) => p.bytes(),
+            Packed::Q4K(p) => p.bytes(),
+            Packed::Q6K(p) => p.bytes(),
         }
     }
 
@@ -241,6 +275,15 @@ impl Linear {
             None => Matmul::Candle(QMatMul::from_arc(w)?),
         };
         Ok(Self { weight, bias: None })
+    }
+
+    /// Whether this layer runs on `w` itself (candle's kernels on the shared tensor) rather
+    /// than on a packed or re-quantized copy of it.
+    pub fn holds(&self, w: &Arc<QTensor>) -> bool {
+        match &self.weight {
+            Matmul::Candle(QMatMul::QTensor(q)) => Arc::ptr_eq(q, w),
+            _ => false,
+        }
     }
 
     /// `x` `[.., in]` → `x Wᵀ (+ b)` `[.., out]`.

@@ -127,8 +127,31 @@ pub struct ModelInfo {
     /// Size of the GGUF file, bytes (0 if it could not be read).
     pub file_bytes: u64,
     /// Bytes the weights take in memory once loaded on CPU in the default weight mode
-    /// (kernel tiles, re-quantized copies, the embedding and, when tied, its output copy).
+    /// (kernel tiles, re-quantized copies and, when tied, the embedding's output copy; the
+    /// embedding itself is read in place from the mapped file).
     pub resident_bytes: u64,
+}
+
+/// The token embedding table.
+enum TokenEmbedding {
+    /// Loaded as a tensor (other devices, `--weights f32`, or shared with the output layer).
+    Loaded(Arc<QTensor>),
+    /// Read row by row from the memory-mapped GGUF, as stored.
+    Mapped(crate::gguf::MappedRows),
+}
+
+impl TokenEmbedding {
+    /// The rows of `ids` (`[n, t]`), `[n, t, hidden]` f32.
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            TokenEmbedding::Loaded(t) => Ok(t.embedding(ids)?),
+            TokenEmbedding::Mapped(rows) => {
+                let (n, t) = ids.dims2()?;
+                let values = rows.gather(&ids.flatten_all()?.to_vec1::<u32>()?)?;
+                Ok(Tensor::from_vec(values, (n, t, rows.width()), ids.device())?)
+            }
+        }
+    }
 }
 
 /// A loaded model: weights plus precomputed RoPE frequencies.
@@ -136,7 +159,7 @@ pub struct Model {
     cfg: ModelConfig,
     device: Device,
     dtype: DType,
-    embed: Arc<QTensor>,
+    embed: TokenEmbedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Linear,
@@ -163,6 +186,24 @@ impl Model {
         let mut cfg = cfg;
         cfg.vocab_size = vocab;
         let eps = cfg.rms_eps;
+        // the output layer first: a tied one is packed from the embedding, whose loaded copy
+        // can then go before the layers load (it is not resident alongside them)
+        let output = if f.has_tensor("output.weight") {
+            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?), rq)?
+        } else {
+            Linear::from_arc(embed.clone(), rq)?
+        };
+        // on CPU the embedding's rows are read in place from the mapped file (a tied output
+        // layer has its own packed copy), so its stored bytes need not stay resident
+        let mapped = if device.is_cpu() && rq != WeightMode::F32 && !output.holds(&embed) {
+            f.mapped_rows("token_embd.weight")?
+        } else {
+            None
+        };
+        let embed = match mapped {
+            Some(rows) => TokenEmbedding::Mapped(rows),
+            None => TokenEmbedding::Loaded(embed),
+        };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}");
@@ -197,11 +238,6 @@ impl Model {
             });
         }
         let norm = RmsNorm::load(f, "output_norm.weight", device, eps)?;
-        let output = if f.has_tensor("output.weight") {
-            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?), rq)?
-        } else {
-            Linear::from_arc(embed.clone(), rq)?
-        };
         let factors = if f.has_tensor("rope_freqs.weight") {
             Some(f.tensor("rope_freqs.weight", device)?.dequantize(device)?.to_vec1::<f32>()?)
         } else {
@@ -371,7 +407,7 @@ impl Model {
         }
         let n = run.len();
         let ids = Tensor::from_vec(ids, (n, t), &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.to_dtype(self.dtype)?;
+        let mut x = self.embed.lookup(&ids)?.to_dtype(self.dtype)?;
         if let Some(s) = self.cfg.embed_scale {
             x = (x * s)?;
         }
@@ -483,8 +519,9 @@ impl Model {
 
 /// Bytes the weights of `f` take in memory on CPU under `mode`: per tensor, its stored size,
 /// or the size of the type `mode` turns it into, or the K-quant kernels' tiles (Q4_K: 148
-/// bytes per 144, Q6_K: 3392 per 3360); the token embedding stays as stored (row lookups), and a tied output layer adds its
-/// matmul copy.
+/// bytes per 144, Q6_K: 3392 per 3360). The token embedding is read in place from the mapped
+/// file (only the pages of the tokens looked up become resident) except under `f32`, and a
+/// tied output layer adds its matmul copy (under `stored`, the shared stored tensor).
 pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
     use candle_core::quantized::GgmlDType as T;
     let size = |dtype: T, elems: usize| (elems / dtype.block_size() * dtype.type_size()) as u64;
@@ -503,7 +540,9 @@ pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
     let mut total = 0u64;
     for (name, ti) in infos {
         let elems = ti.shape.elem_count();
-        total += if name == "token_embd.weight" && mode != WeightMode::F32 { size(ti.ggml_dtype, elems) } else { held(ti.ggml_dtype, elems) };
+        if name != "token_embd.weight" || mode == WeightMode::F32 {
+            total += held(ti.ggml_dtype, elems);
+        }
     }
     if !infos.contains_key("output.weight") {
         if let Some(ti) = infos.get("token_embd.weight") {
@@ -514,14 +553,11 @@ pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
 }
 
 /// Weight bytes one decode step reads on CPU under `mode` (the roofline of memory-bound
-/// decoding): [`resident_estimate`] less the token embedding as stored, of which a step reads
-/// only its tokens' rows (a tied output layer reads its own copy, counted there).
+/// decoding): [`resident_estimate`] less a token embedding held in memory (under `f32`), of
+/// which a step reads only its tokens' rows (a tied output layer reads its own copy, counted
+/// there).
 pub fn bytes_per_token(f: &GgufFile, mode: WeightMode) -> u64 {
-    let embd = f.content().tensor_infos.get("token_embd.weight").map_or(0, |ti| {
-        let t = ti.ggml_dtype;
-        let elems = ti.shape.elem_count();
-        if mode == WeightMode::F32 { elems as u64 * 4 } else { (elems / t.block_size() * t.type_size()) as u64 }
-    });
+    let embd = f.content().tensor_infos.get("token_embd.weight").map_or(0, |ti| if mode == WeightMode::F32 { ti.shape.elem_count() as u64 * 4 } else { 0 });
     resident_estimate(f, mode).saturating_sub(embd)
 }
 
