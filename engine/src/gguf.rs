@@ -188,7 +188,7 @@ pub fn dequantize_into(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool 
 
 /// Drop the mapped pages of `bytes` (rounded out to whole pages) from this process's
 /// resident set; they are read again from the page cache if touched later.
-fn release_pages(bytes: &[u8]) {
+pub(crate) fn release_pages(bytes: &[u8]) {
     #[cfg(target_os = "linux")]
     {
         const PAGE: usize = 4096;

@@ -133,39 +133,57 @@ where
     blocks
 }
 
-/// The stored rows of `ts` stacked along `n` (fused projections), for a kernel on `dtype`:
-/// `f(rows, k)` gets every row's bytes and the common width. `None` (no call) when a tensor is
-/// of another type, not on the CPU, not 2-D, or its width differs from the first's or is not
-/// a whole number of blocks.
-pub(crate) fn with_stacked_rows<T>(
+/// A weight's stored bytes: `n` rows of `k` values of type `dtype`, row-major, as in the
+/// GGUF file (borrowed from the memory-mapped file, or from a loaded [`QTensor`]).
+#[derive(Clone, Copy)]
+pub struct StoredWeight<'a> {
+    /// The rows' bytes.
+    pub bytes: &'a [u8],
+    /// Their type.
+    pub dtype: GgmlDType,
+    /// Rows (outputs).
+    pub n: usize,
+    /// Values per row (inputs).
+    pub k: usize,
+}
+
+/// `f` on the stored bytes of `ts`; `None` (no call) when a tensor is not a 2-D CPU tensor.
+pub(crate) fn with_stored<T>(
     ts: &[&QTensor],
+    f: impl FnOnce(&[StoredWeight]) -> crate::Result<Option<T>>,
+) -> crate::Result<Option<T>> {
+    let mut datas = Vec::with_capacity(ts.len());
+    for t in ts {
+        let Ok((n, k)) = t.shape().dims2() else { return Ok(None) };
+        if !t.device().is_cpu() {
+            return Ok(None);
+        }
+        datas.push((t.data()?, t.dtype(), n, k));
+    }
+    let parts: Vec<StoredWeight> = datas.iter().map(|(d, dtype, n, k)| StoredWeight { bytes: d, dtype: *dtype, n: *n, k: *k }).collect();
+    f(&parts)
+}
+
+/// The stored rows of `parts` stacked along `n` (fused projections), for a kernel on
+/// `dtype`: `f(rows, k)` gets every row's bytes and the common width. `None` (no call) when a
+/// part is of another type, or its width differs from the first's or is not a whole number
+/// of blocks.
+pub(crate) fn with_stacked_rows<T>(
+    parts: &[StoredWeight],
     dtype: GgmlDType,
     f: impl FnOnce(&[&[u8]], usize) -> T,
 ) -> crate::Result<Option<T>> {
-    if ts.is_empty() {
+    let Some(k) = parts.first().map(|p| p.k) else { return Ok(None) };
+    if parts.iter().any(|p| p.dtype != dtype || p.k != k) || k % dtype.block_size() != 0 {
         return Ok(None);
     }
-    let block = dtype.block_size();
-    let mut k = 0;
-    let mut datas = Vec::with_capacity(ts.len());
-    for t in ts {
-        if t.dtype() != dtype || !t.device().is_cpu() {
-            return Ok(None);
-        }
-        let (n, tk) = t.shape().dims2()?;
-        if (k != 0 && tk != k) || tk % block != 0 {
-            return Ok(None);
-        }
-        k = tk;
-        datas.push((t.data()?, n));
-    }
-    let row_bytes = k / block * dtype.type_size();
+    let row_bytes = k / dtype.block_size() * dtype.type_size();
     let mut rows: Vec<&[u8]> = Vec::new();
-    for (data, n) in &datas {
-        if data.len() != n * row_bytes {
-            return Err(crate::Error::Gguf(format!("{dtype:?} tensor has {} bytes, expected {}", data.len(), n * row_bytes)));
+    for p in parts {
+        if p.bytes.len() != p.n * row_bytes {
+            return Err(crate::Error::Gguf(format!("{dtype:?} tensor has {} bytes, expected {}", p.bytes.len(), p.n * row_bytes)));
         }
-        rows.extend(data.chunks_exact(row_bytes));
+        rows.extend(p.bytes.chunks_exact(row_bytes));
     }
     Ok(Some(f(&rows, k)))
 }

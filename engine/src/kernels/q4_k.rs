@@ -71,10 +71,15 @@ impl PackedQ4K {
     /// Repack Q4_K weights; several tensors with the same `k` are stacked along `n` (fused
     /// projections). `None` if a tensor is not Q4_K on the CPU, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        super::with_stored(ts, Self::pack_stored)
+    }
+
+    /// [`Self::pack`] on stored bytes (the memory-mapped file's, at load).
+    pub fn pack_stored(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
         if !available() {
             return Ok(None);
         }
-        super::with_stacked_rows(ts, GgmlDType::Q4K, |rows, k| {
+        super::with_stacked_rows(parts, GgmlDType::Q4K, |rows, k| {
             let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
             let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
                 blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);

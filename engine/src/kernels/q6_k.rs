@@ -59,10 +59,15 @@ impl PackedQ6K {
     /// Repack Q6_K weights; several tensors with the same `k` are stacked along `n`. `None`
     /// if a tensor is not Q6_K on the CPU, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        super::with_stored(ts, Self::pack_stored)
+    }
+
+    /// [`Self::pack`] on stored bytes (the memory-mapped file's, at load).
+    pub fn pack_stored(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
         if !available() {
             return Ok(None);
         }
-        super::with_stacked_rows(ts, GgmlDType::Q6K, |rows, k| {
+        super::with_stacked_rows(parts, GgmlDType::Q6K, |rows, k| {
             let empty = TileBlock { q: [0; 192 * TILE], sc: [0; 16 * TILE], d: [0; TILE] };
             let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
                 let (ql, qh, sc) = (&src[..128], &src[128..192], &src[192..208]);

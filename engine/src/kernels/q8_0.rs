@@ -60,10 +60,15 @@ impl PackedQ8 {
     /// (fused q/k/v or gate/up projections). `None` if a tensor is not Q8_0, `k` is not a
     /// multiple of 32, or the CPU lacks AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        super::with_stored(ts, Self::pack_stored)
+    }
+
+    /// [`Self::pack`] on stored bytes (the memory-mapped file's, at load).
+    pub fn pack_stored(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
         if !available() {
             return Ok(None);
         }
-        super::with_stacked_rows(ts, GgmlDType::Q8_0, |rows, k| {
+        super::with_stacked_rows(parts, GgmlDType::Q8_0, |rows, k| {
             let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
             let blocks = super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
                 blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::gguf::{dequantize_into, GgufFile};
 use crate::kernels::q4_k::PackedQ4K;
+use crate::kernels::StoredWeight;
 use crate::kernels::q6_k::PackedQ6K;
 use crate::kernels::q8_0::PackedQ8;
 use crate::model::config::RopeStyle;
@@ -86,18 +87,30 @@ pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightM
 /// instead allocated, zeroed and copied every slab several times: most of a 4B model's
 /// load time.)
 pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
-    use candle_core::quantized::k_quants::BlockQ8_0;
     let device = t.device();
-    let dims = t.shape().dims().to_vec();
-    let (rows, k) = match dims.as_slice() {
-        [r, k] if device.is_cpu() && k % 32 == 0 => (*r, *k),
-        _ => return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?),
-    };
-    let dtype = t.dtype();
+    if let ([rows, k], true) = (t.shape().dims(), device.is_cpu()) {
+        let data = t.data()?;
+        if let Some(q) = requantize_stored_q8(StoredWeight { bytes: &data, dtype: t.dtype(), n: *rows, k: *k })? {
+            return Ok(q);
+        }
+    }
+    Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?)
+}
+
+/// [`requantize_q8`] on stored bytes (the memory-mapped file's, at load); `None` when the
+/// type, the width or the bytes' alignment do not allow it (the caller then goes through
+/// candle).
+pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
+    use candle_core::quantized::k_quants::BlockQ8_0;
+    let StoredWeight { bytes: data, dtype, n: rows, k } = w;
+    if k % 32 != 0 || k % dtype.block_size() != 0 {
+        return Ok(None);
+    }
     let row_bytes = k / dtype.block_size() * dtype.type_size();
-    let data = t.data()?;
-    if data.len() != rows * row_bytes || k % dtype.block_size() != 0 || !dequantize_into(dtype, &[], &mut []) {
-        return Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?);
+    // whole blocks of a type we dequantize, aligned for its block type (checked on a row:
+    // rows follow each other whole, so the rest are aligned alike)
+    if data.len() != rows * row_bytes || rows == 0 || !dequantize_into(dtype, &data[..row_bytes], &mut vec![0f32; k]) {
+        return Ok(None);
     }
     let blocks_per_row = k / 32;
     let mut out: Vec<BlockQ8_0> = Vec::with_capacity(rows * blocks_per_row);
@@ -144,7 +157,49 @@ pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
     }
     // SAFETY: the workers covered rows [0, rows), writing every byte of every block.
     unsafe { out.set_len(rows * blocks_per_row) };
-    Ok(QTensor::new(candle_core::quantized::QStorage::Cpu(Box::new(out)), (rows, k))?)
+    Ok(Some(QTensor::new(candle_core::quantized::QStorage::Cpu(Box::new(out)), (rows, k))?))
+}
+
+/// The weights `names` (`{name}.weight`) packed for one kernel straight from the mapped file:
+/// each taken as stored, or re-quantized to Q8_0 from the stored bytes where `mode` asks, and
+/// its mapped pages released afterwards; no loaded copy in between. `None` when the device is
+/// not the CPU, `mode` keeps candle's kernels, or no kernel takes them all (the caller then
+/// loads tensors).
+fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Option<Packed>> {
+    if !device.is_cpu() || matches!(mode, WeightMode::Stored | WeightMode::F32) || !crate::kernels::q8_0::available() {
+        return Ok(None);
+    }
+    let mut stored = Vec::with_capacity(names.len());
+    for name in names {
+        let (bytes, dtype, dims) = f.tensor_bytes(&format!("{name}.weight"))?;
+        let [n, k] = dims[..] else { return Ok(None) };
+        stored.push(StoredWeight { bytes, dtype, n, k });
+    }
+    let mut converted = Vec::with_capacity(stored.len());
+    for w in &stored {
+        converted.push(if to_q8(mode, w.dtype, device) {
+            match requantize_stored_q8(*w)? {
+                Some(q) => Some(q),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        });
+    }
+    let datas = converted.iter().map(|q| q.as_ref().map(|q| q.data()).transpose()).collect::<candle_core::Result<Vec<_>>>()?;
+    let parts: Vec<StoredWeight> = stored
+        .iter()
+        .zip(&datas)
+        .map(|(w, d)| match d {
+            Some(d) => StoredWeight { bytes: d, dtype: GgmlDType::Q8_0, n: w.n, k: w.k },
+            None => *w,
+        })
+        .collect();
+    let packed = Packed::pack_stored(&parts)?;
+    for w in &stored {
+        crate::gguf::release_pages(w.bytes);
+    }
+    Ok(packed)
 }
 
 /// Weights repacked for one of our CPU kernels.
@@ -161,13 +216,18 @@ impl Packed {
     /// Repack `ws` (stacked along `n`) for whichever kernel takes them all; `None` if none
     /// does (other types, mixed types, a CPU without AVX512-VNNI).
     pub fn pack(ws: &[&QTensor]) -> Result<Option<Self>> {
-        if let Some(p) = PackedQ8::pack(ws)? {
+        crate::kernels::with_stored(ws, Self::pack_stored)
+    }
+
+    /// [`Packed::pack`] on stored bytes (the memory-mapped file's, at load).
+    pub fn pack_stored(parts: &[StoredWeight]) -> Result<Option<Self>> {
+        if let Some(p) = PackedQ8::pack_stored(parts)? {
             return Ok(Some(Packed::Q8(p)));
         }
-        if let Some(p) = PackedQ4K::pack(ws)? {
+        if let Some(p) = PackedQ4K::pack_stored(parts)? {
             return Ok(Some(Packed::Q4K(p)));
         }
-        Ok(PackedQ6K::pack(ws)?.map(Packed::Q6K))
+        Ok(PackedQ6K::pack_stored(parts)?.map(Packed::Q6K))
     }
 
     /// Output width.
@@ -256,6 +316,9 @@ fn load_bias(f: &mut GgufFile, name: &str, device: &Device) -> Result<Option<Ten
 impl Linear {
     /// Load `{name}.weight` and, if present, `{name}.bias`.
     pub fn load(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
+        if let Some(p) = pack_from_map(f, &[name.to_string()], device, mode)? {
+            return Ok(Self { weight: Matmul::Packed(Arc::new(p)), bias: load_bias(f, name, device)? });
+        }
         let w = load_qtensor(f, &format!("{name}.weight"), device, mode)?;
         let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
         Ok(Self { weight, bias: load_bias(f, name, device)? })
@@ -311,6 +374,15 @@ impl Projections {
     /// Load `{name}.weight` (and `{name}.bias` if present) for each of `names`; fused into one
     /// packed matmul when every weight packs for the same kernel and none has a bias.
     pub fn load(f: &mut GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Self> {
+        if !names.iter().any(|n| f.has_tensor(&format!("{n}.bias"))) {
+            if let Some(p) = pack_from_map(f, names, device, mode)? {
+                let widths = names
+                    .iter()
+                    .map(|n| f.tensor_bytes(&format!("{n}.weight")).map(|(_, _, dims)| dims.first().copied().unwrap_or(0)))
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Self { fused: Some(Arc::new(p)), parts: Vec::new(), widths, flat_biases: Vec::new() });
+            }
+        }
         let mut ws = Vec::with_capacity(names.len());
         let mut has_bias = false;
         for n in names {
