@@ -98,7 +98,7 @@ impl GgufFile {
     /// The mapped pages it came from are then released from this process (the page cache
     /// keeps them), so a load holds the file's pages and their copies only tensor by tensor,
     /// not all at once.
-    pub fn tensor(&mut self, name: &str, device: &Device) -> Result<QTensor> {
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let (bytes, dtype, dims) = self.tensor_bytes(name)?;
         let t = candle_core::quantized::ggml_file::qtensor_from_ggml(dtype, bytes, dims, device)
             .map_err(|e| Error::Gguf(format!("tensor `{name}`: {e}")))?;
@@ -280,7 +280,7 @@ mod tests {
         let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (64, 256), &dev).unwrap(), GgmlDType::Q6K).unwrap();
         write_gguf(&path, &q);
 
-        let mut f = GgufFile::open(&path).unwrap();
+        let f = GgufFile::open(&path).unwrap();
         let (bytes, dtype, dims) = f.tensor_bytes("w").unwrap();
         assert_eq!((dtype, dims), (GgmlDType::Q6K, vec![64, 256]));
         assert_eq!(bytes, &q.data().unwrap()[..]);
@@ -294,7 +294,7 @@ mod tests {
         // cut the last 100 bytes off: the header still parses, the tensor does not fit
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 100).unwrap();
-        let mut f = GgufFile::open(&path).unwrap();
+        let f = GgufFile::open(&path).unwrap();
         assert!(matches!(f.tensor_bytes("w"), Err(Error::Gguf(m)) if m.contains("past the end of the file")));
         assert!(f.tensor("w", &dev).is_err());
         std::fs::remove_dir_all(&dir).ok();

@@ -102,8 +102,8 @@ fn llama_path_matches_candle_quantized_llama() {
     let content = gguf_file::Content::read(&mut reader).unwrap();
     let mut reference = ModelWeights::from_gguf(content, &mut reader, &dev).unwrap();
 
-    let mut f = GgufFile::open(&path).unwrap();
-    let ours = Model::load(&mut f, &dev, &LoadOptions::default()).unwrap();
+    let f = GgufFile::open(&path).unwrap();
+    let ours = Model::load(&f, &dev, &LoadOptions::default()).unwrap();
 
     let prompt: Vec<u32> = vec![1, 17, 42, 5, 88, 23, 9, 64, 31, 2];
     let steps: Vec<u32> = vec![7, 50, 13, 90, 3];

@@ -71,7 +71,7 @@ fn to_q8(mode: WeightMode, dtype: GgmlDType, device: &Device) -> bool {
 }
 
 /// Read a weight as a [`QTensor`] held per `mode`.
-pub fn load_qtensor(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
+pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<QTensor> {
     let t = f.tensor(name, device)?;
     match mode {
         WeightMode::F32 if t.dtype() != GgmlDType::F32 => Ok(QTensor::quantize(&t.dequantize(device)?, GgmlDType::F32)?),
@@ -304,7 +304,7 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
-fn load_bias(f: &mut GgufFile, name: &str, device: &Device) -> Result<Option<Tensor>> {
+fn load_bias(f: &GgufFile, name: &str, device: &Device) -> Result<Option<Tensor>> {
     let bias_name = format!("{name}.bias");
     if f.has_tensor(&bias_name) {
         Ok(Some(f.tensor(&bias_name, device)?.dequantize(device)?))
@@ -315,7 +315,7 @@ fn load_bias(f: &mut GgufFile, name: &str, device: &Device) -> Result<Option<Ten
 
 impl Linear {
     /// Load `{name}.weight` and, if present, `{name}.bias`.
-    pub fn load(f: &mut GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
+    pub fn load(f: &GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
         if let Some(p) = pack_from_map(f, &[name.to_string()], device, mode)? {
             return Ok(Self { weight: Matmul::Packed(Arc::new(p)), bias: load_bias(f, name, device)? });
         }
@@ -373,7 +373,7 @@ pub struct Projections {
 impl Projections {
     /// Load `{name}.weight` (and `{name}.bias` if present) for each of `names`; fused into one
     /// packed matmul when every weight packs for the same kernel and none has a bias.
-    pub fn load(f: &mut GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Self> {
+    pub fn load(f: &GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Self> {
         if !names.iter().any(|n| f.has_tensor(&format!("{n}.bias"))) {
             if let Some(p) = pack_from_map(f, names, device, mode)? {
                 let widths = names
@@ -476,7 +476,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     /// Load the scale tensor `name` (as f32), with `eps` added to the mean square.
-    pub fn load(f: &mut GgufFile, name: &str, device: &Device, eps: f64) -> Result<Self> {
+    pub fn load(f: &GgufFile, name: &str, device: &Device, eps: f64) -> Result<Self> {
         let weight = f.tensor(name, device)?.dequantize(device)?.to_dtype(DType::F32)?;
         let w = weight.flatten_all()?.to_vec1::<f32>()?;
         Ok(Self { weight, w, eps: eps as f32 })

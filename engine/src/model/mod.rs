@@ -172,7 +172,7 @@ pub struct Model {
 
 impl Model {
     /// Load every weight from an open GGUF file onto `device`.
-    pub fn load(f: &mut GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
+    pub fn load(f: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let cfg = ModelConfig::from_gguf(f.content())?;
         let rq = opts.weights;
         let embed = Arc::new(load_qtensor(f, "token_embd.weight", device, if rq == WeightMode::F32 { rq } else { WeightMode::Stored })?);
@@ -207,7 +207,7 @@ impl Model {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let p = |s: &str| format!("blk.{i}.{s}");
-            let opt_norm = |f: &mut GgufFile, s: &str| -> Result<Option<RmsNorm>> {
+            let opt_norm = |f: &GgufFile, s: &str| -> Result<Option<RmsNorm>> {
                 let name = p(s);
                 if f.has_tensor(&name) {
                     Ok(Some(RmsNorm::load(f, &name, device, eps)?))
