@@ -87,14 +87,10 @@ pub fn load_qtensor(f: &GgufFile, name: &str, device: &Device, mode: WeightMode)
 /// instead allocated, zeroed and copied every slab several times: most of a 4B model's
 /// load time.)
 pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
-    let device = t.device();
-    if let ([rows, k], true) = (t.shape().dims(), device.is_cpu()) {
-        let data = t.data()?;
-        if let Some(q) = requantize_stored_q8(StoredWeight { bytes: &data, dtype: t.dtype(), n: *rows, k: *k })? {
-            return Ok(q);
-        }
+    if let Some(q) = crate::kernels::with_stored(&[t], |parts| requantize_stored_q8(parts[0]))? {
+        return Ok(q);
     }
-    Ok(QTensor::quantize(&t.dequantize(&device)?, GgmlDType::Q8_0)?)
+    Ok(QTensor::quantize(&t.dequantize(&t.device())?, GgmlDType::Q8_0)?)
 }
 
 /// [`requantize_q8`] on stored bytes (the memory-mapped file's, at load); `None` when the
@@ -316,12 +312,21 @@ fn load_bias(f: &GgufFile, name: &str, device: &Device) -> Result<Option<Tensor>
 impl Linear {
     /// Load `{name}.weight` and, if present, `{name}.bias`.
     pub fn load(f: &GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Self> {
-        if let Some(p) = pack_from_map(f, &[name.to_string()], device, mode)? {
-            return Ok(Self { weight: Matmul::Packed(Arc::new(p)), bias: load_bias(f, name, device)? });
+        if let Some(l) = Self::from_map(f, name, device, mode)? {
+            return Ok(l);
         }
         let w = load_qtensor(f, &format!("{name}.weight"), device, mode)?;
         let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
         Ok(Self { weight, bias: load_bias(f, name, device)? })
+    }
+
+    /// `{name}.weight` packed straight from the mapped file (see [`pack_from_map`]), and
+    /// `{name}.bias` if present; `None` where no packed kernel takes it there.
+    pub fn from_map(f: &GgufFile, name: &str, device: &Device, mode: WeightMode) -> Result<Option<Self>> {
+        match pack_from_map(f, &[name.to_string()], device, mode)? {
+            Some(p) => Ok(Some(Self { weight: Matmul::Packed(Arc::new(p)), bias: load_bias(f, name, device)? })),
+            None => Ok(None),
+        }
     }
 
     /// Wrap an already loaded tensor (tied output embedding); a type `mode` turns into Q8_0

@@ -141,15 +141,11 @@ enum TokenEmbedding {
 }
 
 impl TokenEmbedding {
-    /// The rows of `ids` (`[n, t]`), `[n, t, hidden]` f32.
-    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+    /// The rows of `ids` (`n × t` token ids, row-major), `[n, t, hidden]` f32 on `device`.
+    fn lookup(&self, ids: Vec<u32>, n: usize, t: usize, device: &Device) -> Result<Tensor> {
         match self {
-            TokenEmbedding::Loaded(t) => Ok(t.embedding(ids)?),
-            TokenEmbedding::Mapped(rows) => {
-                let (n, t) = ids.dims2()?;
-                let values = rows.gather(&ids.flatten_all()?.to_vec1::<u32>()?)?;
-                Ok(Tensor::from_vec(values, (n, t, rows.width()), ids.device())?)
-            }
+            TokenEmbedding::Loaded(table) => Ok(table.embedding(&Tensor::from_vec(ids, (n, t), device)?)?),
+            TokenEmbedding::Mapped(rows) => Ok(Tensor::from_vec(rows.gather(&ids)?, (n, t, rows.width()), device)?),
         }
     }
 }
@@ -175,8 +171,10 @@ impl Model {
     pub fn load(f: &GgufFile, device: &Device, opts: &LoadOptions) -> Result<Self> {
         let cfg = ModelConfig::from_gguf(f.content())?;
         let rq = opts.weights;
-        let embed = Arc::new(load_qtensor(f, "token_embd.weight", device, if rq == WeightMode::F32 { rq } else { WeightMode::Stored })?);
-        let (vocab, hidden) = embed.shape().dims2()?;
+        let (_, _, dims) = f.tensor_bytes("token_embd.weight")?;
+        let [vocab, hidden] = dims[..] else {
+            return Err(Error::Gguf(format!("token_embd.weight has {} dimensions, expected 2", dims.len())));
+        };
         if hidden != cfg.hidden_size {
             return Err(Error::Gguf(format!(
                 "token_embd.weight has width {hidden}, metadata says embedding_length {}",
@@ -186,23 +184,35 @@ impl Model {
         let mut cfg = cfg;
         cfg.vocab_size = vocab;
         let eps = cfg.rms_eps;
-        // the output layer first: a tied one is packed from the embedding, whose loaded copy
-        // can then go before the layers load (it is not resident alongside them)
+        let embed_mode = if rq == WeightMode::F32 { rq } else { WeightMode::Stored };
+        let load_embed = || load_qtensor(f, "token_embd.weight", device, embed_mode).map(Arc::new);
+        // the output layer first: a tied one is packed straight from the mapped embedding
+        // where a kernel takes it, else built on the loaded embedding (shared with the lookups
+        // when it runs on candle's kernels), before the layers load
+        let mut loaded_embed = None;
         let output = if f.has_tensor("output.weight") {
-            Linear::from_arc(Arc::new(load_qtensor(f, "output.weight", device, rq)?), rq)?
+            Linear::load(f, "output", device, rq)?
+        } else if let Some(output) = Linear::from_map(f, "token_embd", device, rq)? {
+            output
         } else {
-            Linear::from_arc(embed.clone(), rq)?
+            let embed = load_embed()?;
+            let output = Linear::from_arc(embed.clone(), rq)?;
+            loaded_embed = Some(embed);
+            output
         };
-        // on CPU the embedding's rows are read in place from the mapped file (a tied output
-        // layer has its own packed copy), so its stored bytes need not stay resident
-        let mapped = if device.is_cpu() && rq != WeightMode::F32 && !output.holds(&embed) {
+        // on CPU the embedding's rows are read in place from the mapped file unless the
+        // output layer runs on the loaded tensor itself, so its stored bytes need not stay
+        // resident
+        let shared = loaded_embed.as_ref().is_some_and(|e| output.holds(e));
+        let mapped = if device.is_cpu() && rq != WeightMode::F32 && !shared {
             f.mapped_rows("token_embd.weight")?
         } else {
             None
         };
-        let embed = match mapped {
-            Some(rows) => TokenEmbedding::Mapped(rows),
-            None => TokenEmbedding::Loaded(embed),
+        let embed = match (mapped, loaded_embed) {
+            (Some(rows), _) => TokenEmbedding::Mapped(rows),
+            (None, Some(embed)) => TokenEmbedding::Loaded(embed),
+            (None, None) => TokenEmbedding::Loaded(load_embed()?),
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
@@ -406,8 +416,7 @@ impl Model {
             positions.extend_from_slice(&step.positions[r * t..(r + 1) * t]);
         }
         let n = run.len();
-        let ids = Tensor::from_vec(ids, (n, t), &self.device)?;
-        let mut x = self.embed.lookup(&ids)?.to_dtype(self.dtype)?;
+        let mut x = self.embed.lookup(ids, n, t, &self.device)?.to_dtype(self.dtype)?;
         if let Some(s) = self.cfg.embed_scale {
             x = (x * s)?;
         }
