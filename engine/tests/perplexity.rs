@@ -46,7 +46,7 @@ fn check(e: &Engine, label: &str) {
 
 #[test]
 fn perplexity_matches_llama_cpp_within_one_percent() {
-    check(common::engine(), "requantize (default)");
+    check(common::engine(), "requantize");
 }
 
 #[test]
@@ -58,10 +58,10 @@ fn perplexity_with_stored_weights_matches_llama_cpp_within_one_percent() {
 
 #[test]
 fn perplexity_with_compact_weights_matches_llama_cpp_within_one_percent() {
-    // Q6_K on its own kernel too
+    // the default: Q6_K on its own kernel too
     let path = deal_engine::setup::resolve_model(None).unwrap();
     let e = Engine::load(&path, &EngineOptions { load: LoadOptions { weights: WeightMode::Compact }, ..Default::default() }).unwrap();
-    check(&e, "compact");
+    check(&e, "compact (default)");
 }
 
 #[test]

@@ -42,10 +42,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("tensor types    {}", quants.join(", "));
     let mb = |m| deal_engine::model::resident_estimate(&f, m) as f64 / 1e6;
     println!(
-        "weights in RAM  {:.1} MB on CPU by default ({:.2}x the file; --weights compact: {:.1} MB, q8: {:.1} MB)",
+        "weights in RAM  {:.1} MB on CPU by default ({:.2}x the file; --weights requantize: {:.1} MB, q8: {:.1} MB)",
         info.resident_bytes as f64 / 1e6,
         info.resident_bytes as f64 / info.file_bytes.max(1) as f64,
-        mb(deal_engine::model::WeightMode::Compact),
+        mb(deal_engine::model::WeightMode::Requantize),
         mb(deal_engine::model::WeightMode::Q8)
     );
     Ok(())

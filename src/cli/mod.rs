@@ -36,11 +36,12 @@ pub struct ModelArgs {
     /// Compute device: cpu, cuda, cuda:N (cuda needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights in memory: `requantize` (Q8_0 and Q4_K as stored, on deal's kernels; other
-    /// types to Q8_0 on CPU: fastest passes of many rows, as searches make), `compact` (Q6_K
-    /// as stored too: least memory, fastest load, fastest batch-1 decode of Q4_K_M files), `q8` (every type to Q8_0: most memory, fastest on wide batches),
-    /// `stored` (as in the file, candle's kernels), `f32` (exact reference arithmetic).
-    #[arg(long, default_value = "requantize", value_parser = ["requantize", "compact", "q8", "stored", "f32"])]
+    /// Weights in memory: `compact` (Q8_0, Q4_K and Q6_K as stored, on deal's kernels; other
+    /// types to Q8_0 on CPU: least memory, fastest load and decode), `requantize` (Q6_K to
+    /// Q8_0 too: faster prefill of long prompts), `q8` (every type to Q8_0: most memory,
+    /// fastest on wide batches), `stored` (as in the file, candle's kernels), `f32` (exact
+    /// reference arithmetic).
+    #[arg(long, default_value = "compact", value_parser = ["compact", "requantize", "q8", "stored", "f32"])]
     pub weights: String,
     /// Steer a model served by a remote OpenAI-compatible engine (llama.cpp's server, vLLM,
     /// SGLang, another deal) at this base URL instead of loading it here; `-m` then names a
@@ -95,8 +96,8 @@ impl ModelArgs {
             "stored" => WeightMode::Stored,
             "f32" => WeightMode::F32,
             "q8" => WeightMode::Q8,
-            "compact" => WeightMode::Compact,
-            _ => WeightMode::Requantize,
+            "requantize" => WeightMode::Requantize,
+            _ => WeightMode::Compact,
         }
     }
 

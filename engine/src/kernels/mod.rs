@@ -102,23 +102,34 @@ where
 /// Repack row-major quantized `rows` (each `kb` blocks of `block_bytes`) into tiles of 16
 /// rows, `kb` tile-blocks per tile, on every core: `fill(tile_block, lane, src_block)` copies
 /// row `lane` of a tile's block in. Rows past the end leave `empty` in place.
+///
+/// The buffer is asked for 2 MiB pages before any page is touched ([`advise_huge_pages`]),
+/// and each worker touches its own tiles first: page faults, and the kernel's zeroing of
+/// every new page, run on all cores instead of on the caller's thread alone.
 pub(crate) fn pack_tiles<B, F>(rows: &[&[u8]], kb: usize, block_bytes: usize, empty: B, fill: F) -> Vec<B>
 where
-    B: Clone + Send,
+    B: Clone + Send + Sync,
     F: Fn(&mut B, usize, &[u8]) + Sync,
 {
     let tiles = rows.len().div_ceil(TILE);
-    let mut blocks = huge_page_vec(tiles * kb, empty);
-    if kb == 0 {
+    let n = tiles * kb;
+    let mut blocks: Vec<B> = Vec::with_capacity(n);
+    if n == 0 {
         return blocks;
     }
+    advise_huge_pages(blocks.as_ptr() as *const u8, n * std::mem::size_of::<B>());
     let workers = std::thread::available_parallelism().map_or(1, |w| w.get()).max(1);
     let per = tiles.div_ceil(workers).max(1);
     std::thread::scope(|s| {
-        for (w, chunk) in blocks.chunks_mut(per * kb).enumerate() {
-            let fill = &fill;
+        for (w, chunk) in blocks.spare_capacity_mut()[..n].chunks_mut(per * kb).enumerate() {
+            let (fill, empty) = (&fill, &empty);
             s.spawn(move || {
                 for (i, tile) in chunk.chunks_mut(kb).enumerate() {
+                    for slot in tile.iter_mut() {
+                        slot.write(empty.clone());
+                    }
+                    // SAFETY: every slot of `tile` was initialised just above.
+                    let tile = unsafe { &mut *(tile as *mut [std::mem::MaybeUninit<B>] as *mut [B]) };
                     let t = w * per + i;
                     for lane in 0..TILE {
                         let Some(row) = rows.get(t * TILE + lane) else { break };
@@ -130,6 +141,9 @@ where
             });
         }
     });
+    // SAFETY: the chunks cover the first `n` slots and each worker initialised every slot of
+    // its chunk (a worker's panic propagates out of the scope before this line).
+    unsafe { blocks.set_len(n) };
     blocks
 }
 
@@ -188,24 +202,15 @@ pub(crate) fn with_stacked_rows<T>(
     Ok(Some(f(&rows, k)))
 }
 
-/// `n` copies of `value` in memory the kernel is asked to back with 2 MiB pages
-/// (`MADV_HUGEPAGE`, before any page is touched), where the system allows it
+/// Ask for 2 MiB pages on the whole 2 MiB-aligned part of `[ptr, ptr + len)` (Linux only; a
+/// no-op elsewhere, and harmless if refused), where the system allows it
 /// (`/sys/kernel/mm/transparent_hugepage/enabled` = `always` or `madvise`).
+/// `DEAL_HUGE_PAGES=0` turns it off (for A/B measurements).
 ///
 /// Streaming weights through 4 KiB pages costs a TLB miss every 4 KiB and stops the
 /// hardware prefetchers at every page boundary; on 2 MiB pages a kernel that reads its
 /// weights from memory runs close to the machine's bandwidth (`deal bench kernel` shows
-/// both). Where huge pages are unavailable this is an ordinary vector.
-pub(crate) fn huge_page_vec<B: Clone>(n: usize, value: B) -> Vec<B> {
-    let mut v: Vec<B> = Vec::with_capacity(n);
-    advise_huge_pages(v.as_ptr() as *const u8, n * std::mem::size_of::<B>());
-    v.resize(n, value);
-    v
-}
-
-/// Ask for 2 MiB pages on the whole 2 MiB-aligned part of `[ptr, ptr + len)` (Linux only; a
-/// no-op elsewhere, and harmless if refused). `DEAL_HUGE_PAGES=0` turns it off (for A/B
-/// measurements).
+/// both).
 pub(crate) fn advise_huge_pages(ptr: *const u8, len: usize) {
     #[cfg(target_os = "linux")]
     if std::env::var_os("DEAL_HUGE_PAGES").is_none_or(|v| v != "0") {

@@ -6,12 +6,15 @@
 //! values `128h + l + 32k` for `k = 0..4`; a value is `d · sc · (q − 32)`.
 //!
 //! At load the blocks of 16 rows are interleaved into tiles ([`TileBlock`]) with the same
-//! 3360 bytes plus cache-line padding (+1%; the bits are only regrouped: 4 consecutive bytes of each of the 16 rows per
-//! 64-byte vector). The kernel rebuilds each 6-bit value from its `ql` nibble and `qh` pair
-//! (unsigned 0..63), multiplies with activations quantized per 256 values (Q8_K, as ggml's
-//! Q6_K dot product) in `vpmaddubsw` and applies the 16 scales in the same `vpdpwssd`, the
-//! `−32` offset as `32 · Σ sc · Σ q_a` per 16 values, and `d` once per block; each weight
-//! vector serves up to [`ROWS_PER_PASS`] activation rows.
+//! 3360 bytes plus cache-line padding (+1%; the bits are only regrouped: 4 consecutive bytes
+//! of each of the 16 rows per 64-byte vector). The kernel rebuilds each 6-bit value from its
+//! `ql` nibble and `qh` pair (unsigned 0..63) and multiplies it with activations quantized
+//! per 256 values (Q8_K, as ggml's Q6_K dot product) in `vpdpbusd`, one exact integer sum per
+//! 16-value sub-block and row; each sum meets its scale in one `vpmulld`, the `−32` offset is
+//! `32 · Σ sc · Σ q_a` per 16 values, and `d` is applied once per block. Each weight vector
+//! serves up to [`ROWS_PER_PASS`] activation rows. (The earlier `vpmaddubsw` + `vpdpwssd`
+//! form, which folds the scale into the second multiply, issues two multiplies per operand:
+//! at 8 rows the 4B output matrix took 44-81 ms against 38-40 ms now, `deal bench kernel`.)
 //!
 //! As the other kernels, every row's result is a fixed sequence of exact integer sums and the
 //! same float operations whatever the other rows are: batch-invariant.
@@ -25,6 +28,13 @@ use crate::{Error, Result};
 const BLOCK_BYTES: usize = 210;
 /// Activation rows processed per pass over a weight tile.
 pub const ROWS_PER_PASS: usize = 4;
+/// On the first pass of several rows over a tile, the kernel prefetches the tile-block this
+/// many blocks ahead (53 cache lines, spread over the block's steps). A pass of several
+/// rows is busy enough between loads that the hardware prefetcher falls behind; one row is
+/// left to the hardware prefetcher, which streams faster alone, and later passes read the
+/// tile from L1/L2. On the 4B's shapes at 4-8 rows this took 10-35% off (`deal bench kernel`;
+/// 2 blocks ahead measured the same or worse).
+const PREFETCH_BLOCKS: usize = 1;
 
 /// One 256-value block of 16 rows: the 3360 bytes of the 16 Q6_K blocks it replaces, padded
 /// to whole cache lines (3392).
@@ -111,19 +121,20 @@ impl PackedQ6K {
         }
         let act = Q8KRows::new(lhs, m, self.k);
         let kb = self.k / QK_K;
-        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, _first, out, stride| {
+        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
             // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
             // rows of 16 floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, out, stride)
+                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride)
             };
         });
         Ok(dst)
     }
 }
 
-/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over one weight tile.
+/// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over one weight tile;
+/// `prefetch` (a first pass of several rows) pulls the tile-blocks ahead into cache.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
@@ -134,23 +145,23 @@ unsafe fn tile_kernel(
     act: &Q8KRows,
     r0: usize,
     rows: usize,
+    prefetch: bool,
     out: *mut f32,
     stride: usize,
 ) {
+    let ahead = if prefetch { PREFETCH_BLOCKS } else { 0 };
     match rows {
-        1 => tile_pass::<1>(blocks, first, kb, act, r0, (out, stride)),
-        2 => tile_pass::<2>(blocks, first, kb, act, r0, (out, stride)),
-        3 => tile_pass::<3>(blocks, first, kb, act, r0, (out, stride)),
-        _ => tile_pass::<4>(blocks, first, kb, act, r0, (out, stride)),
+        1 => tile_pass::<1>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
-/// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
-/// `out + r * stride`. Each step loads one `ql` vector pair and one `qh` vector and rebuilds
-/// four 6-bit operands from them (values `l`, `l + 32`, `l + 64`, `l + 96` of a half); each
-/// operand meets the activations in `vpmaddubsw` (u6 × i8 pairs, at most 16128: no
-/// saturation) and `vpdpwssd` with the sub-block's scale in both 16-bit halves, so the scale
-/// costs no separate multiply and a row needs only its integer and float sums in registers.
+/// `R` activation rows against one 16-row weight tile, with the 6-bit operands in
+/// `vpdpbusd` (u6 × i8, four products per lane) into one integer sum per 16-value sub-block
+/// and row, each multiplied by its scale once (`vpmulld`): one multiply instruction per
+/// operand instead of two.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_pass<const R: usize>(
@@ -159,20 +170,17 @@ unsafe fn tile_pass<const R: usize>(
     kb: usize,
     act: &Q8KRows,
     r0: usize,
+    ahead: usize,
     (out, stride): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
+    let end = blocks.len();
     let low4 = _mm512_set1_epi8(0x0F);
     let bits45 = _mm512_set1_epi8(0x30);
     let low16 = _mm512_set1_epi32(0xFFFF);
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
-    // the scales of sub-block j, sign-extended, in both 16-bit halves of each row's lane
-    let scale_pair = |sc: *const i8, j: usize| {
-        let v = _mm512_cvtepi8_epi32(_mm_loadu_si128(sc.add(j * TILE) as *const __m128i));
-        _mm512_or_si512(_mm512_and_si512(v, low16), _mm512_slli_epi32::<16>(v))
-    };
     for b in 0..kb {
         let blk = &*base.add(first + b);
         let qp = blk.q.as_ptr() as *const __m512i;
@@ -184,8 +192,16 @@ unsafe fn tile_pass<const R: usize>(
         let mut isum = [_mm512_setzero_si512(); R];
         for h in 0..2 {
             for is in 0..2 {
+                if ahead > 0 && first + b + ahead < end {
+                    // the block `ahead` tiles-blocks on, 14 of its 53 lines per quarter
+                    let p = base.add(first + b + ahead) as *const i8;
+                    let q = 2 * h + is;
+                    for line in 14 * q..(14 * q + 14).min(53) {
+                        _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
+                    }
+                }
                 // sub-block 8h + is + 2kq holds values 128h + 16is + 32kq + (0..16)
-                let sc = [0, 1, 2, 3].map(|kq| scale_pair(scp, 8 * h + is + 2 * kq));
+                let mut part = [[_mm512_setzero_si512(); R]; 4];
                 for gg in 0..4 {
                     let g = 4 * is + gg;
                     let v = (h * 8 + g) * 3;
@@ -203,14 +219,18 @@ unsafe fn tile_pass<const R: usize>(
                         let a = ap[r].add(128 * h + 4 * g);
                         for kq in 0..4 {
                             let av = _mm512_set1_epi32((a.add(32 * kq) as *const i32).read_unaligned());
-                            isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(u[kq], av), sc[kq]);
+                            part[kq][r] = _mm512_dpbusd_epi32(part[kq][r], u[kq], av);
                         }
+                    }
+                }
+                for (kq, p) in part.iter().enumerate() {
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
+                    for r in 0..R {
+                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(p[r], sc));
                     }
                 }
             }
         }
-        // the −32 offset of every value: 32 · Σ_j sc_j · Σ (activations of sub-block j), by
-        // pairs of sub-blocks in `vpdpwssd` (scales in the low / high 16 bits of each lane)
         let mut pairs = [_mm512_setzero_si512(); 8];
         for (p, v) in pairs.iter_mut().enumerate() {
             let e = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add(2 * p * TILE) as *const __m128i));

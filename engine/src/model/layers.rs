@@ -14,11 +14,10 @@ use crate::kernels::q8_0::PackedQ8;
 use crate::model::config::RopeStyle;
 use crate::Result;
 
-/// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`] (the
-/// default): Q8_0 and (with AVX512-VNNI) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K,
-/// ...) become Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20%
-/// decode) and faster than our Q6_K kernel (which [`WeightMode::Compact`] uses instead, for
-/// memory and load time). All our kernels are **batch-invariant**: a row's result does not
+/// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
+/// Q8_0 and (with AVX512-VNNI) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K, ...) become
+/// Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20% decode).
+/// [`WeightMode::Compact`] (the default) keeps Q6_K as stored too, on its own kernel. All our kernels are **batch-invariant**: a row's result does not
 /// depend on which other rows share the matmul (integer block sums, one accumulation order),
 /// so merged passes of concurrent requests give each request exactly what it gets alone, and
 /// a seed reproduces its text under any load. candle's K-quant kernels take different paths
@@ -37,17 +36,20 @@ fn compact_kernel(dtype: GgmlDType) -> bool {
 }
 
 /// How matmul weights are held in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightMode {
     /// As stored in the GGUF, on candle's kernels.
     Stored,
     /// Q8_0 and Q4_K as stored on deal's kernels; other quantized types (Q6_K, Q5_0, ...)
-    /// become Q8_0 (CPU only). The default: the fastest passes of many rows (searches).
+    /// become Q8_0 (CPU only). Faster prefill of long prompts than [`Self::Compact`] (passes
+    /// of hundreds of rows: 1.2-1.4x on the 4B and the default model), at ~12% more memory and
+    /// a slower load on Q4_K_M files.
     Requantize,
-    /// Q8_0, Q4_K and Q6_K as stored on deal's kernels; other types become Q8_0. The least
-    /// memory (about the file's size), the fastest load and the fastest batch-1 decode of
-    /// Q4_K_M files; from ~4 rows per pass their Q6_K matrices (the output layer of most
-    /// Q4_K_M files) run slower than as Q8_0.
+    /// Q8_0, Q4_K and Q6_K as stored on deal's kernels; other types (Q5_0, Q4_0, ...) become
+    /// Q8_0 (CPU only). The default: the least memory (about the file's size), the fastest
+    /// load, and decode at 1 and 8 rows (searches) as fast or faster than
+    /// [`Self::Requantize`].
+    #[default]
     Compact,
     /// Every quantized matmul weight becomes Q8_0 (CPU only): about twice the memory of a
     /// Q4_K file and slower to load; the fastest where many rows share each pass (prefill,

@@ -35,14 +35,14 @@ use crate::{Error, Result};
 /// Load-time choices.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// How matmul weights are held; default re-quantizes Q4_0/Q5_0-type weights to Q8_0 on
-    /// CPU (faster kernels).
+    /// How matmul weights are held; the default ([`WeightMode::Compact`]) runs Q8_0, Q4_K and
+    /// Q6_K as stored and re-quantizes the other types (Q5_0, Q4_0, ...) to Q8_0 on CPU.
     pub weights: WeightMode,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { weights: WeightMode::Requantize }
+        Self { weights: WeightMode::default() }
     }
 }
 
@@ -280,7 +280,7 @@ impl Model {
             *counts.entry(format!("{:?}", ti.ggml_dtype)).or_default() += 1;
         }
         let file_bytes = std::fs::metadata(f.path()).map(|m| m.len()).unwrap_or(0);
-        let resident_bytes = resident_estimate(f, WeightMode::Requantize);
+        let resident_bytes = resident_estimate(f, WeightMode::default());
         Ok(ModelInfo { config, parameters, quant_types: counts.into_iter().collect(), file_bytes, resident_bytes })
     }
 
