@@ -202,6 +202,24 @@ pub(crate) fn with_stacked_rows<T>(
     Ok(Some(f(&rows, k)))
 }
 
+/// Prefetch share `part` of `parts` of tile-block `blocks[at]`'s cache lines into L1 (nothing
+/// past the end of `blocks`): the kernels spread one block's prefetch over its steps.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_share<B>(blocks: &[B], at: usize, part: usize, parts: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if at >= blocks.len() {
+        return;
+    }
+    let lines = std::mem::size_of::<B>().div_ceil(64);
+    let per = lines.div_ceil(parts);
+    let p = blocks[at..].as_ptr() as *const i8;
+    for line in part * per..((part + 1) * per).min(lines) {
+        // SAFETY: a prefetch is only a hint: it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 64)) };
+    }
+}
+
 /// Ask for 2 MiB pages on the whole 2 MiB-aligned part of `[ptr, ptr + len)` (Linux only; a
 /// no-op elsewhere, and harmless if refused), where the system allows it
 /// (`/sys/kernel/mm/transparent_hugepage/enabled` = `always` or `madvise`).

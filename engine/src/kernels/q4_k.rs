@@ -182,7 +182,6 @@ unsafe fn tile_pass<const R: usize>(
     (out, stride): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
-    let end = blocks.len();
     let nib = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
@@ -196,13 +195,8 @@ unsafe fn tile_pass<const R: usize>(
         }
         let mut isum = [_mm512_setzero_si512(); R];
         for c in 0..4 {
-            if ahead > 0 && first + b + ahead < end {
-                let p = base.add(first + b + ahead) as *const i8;
-                for line in 0..10 {
-                    if c * 10 + line < 37 {
-                        _mm_prefetch::<_MM_HINT_T0>(p.add((c * 10 + line) * 64));
-                    }
-                }
+            if ahead > 0 {
+                super::prefetch_share(blocks, first + b + ahead, c, 4);
             }
             let mut lo_acc = [_mm512_setzero_si512(); R];
             let mut hi_acc = [_mm512_setzero_si512(); R];

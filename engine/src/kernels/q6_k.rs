@@ -174,7 +174,6 @@ unsafe fn tile_pass<const R: usize>(
     (out, stride): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
-    let end = blocks.len();
     let low4 = _mm512_set1_epi8(0x0F);
     let bits45 = _mm512_set1_epi8(0x30);
     let low16 = _mm512_set1_epi32(0xFFFF);
@@ -192,13 +191,9 @@ unsafe fn tile_pass<const R: usize>(
         let mut isum = [_mm512_setzero_si512(); R];
         for h in 0..2 {
             for is in 0..2 {
-                if ahead > 0 && first + b + ahead < end {
-                    // the block `ahead` tiles-blocks on, 14 of its 53 lines per quarter
-                    let p = base.add(first + b + ahead) as *const i8;
-                    let q = 2 * h + is;
-                    for line in 14 * q..(14 * q + 14).min(53) {
-                        _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
-                    }
+                if ahead > 0 {
+                    // a quarter of the block `ahead` tile-blocks on per (h, is)
+                    super::prefetch_share(blocks, first + b + ahead, 2 * h + is, 4);
                 }
                 // sub-block 8h + is + 2kq holds values 128h + 16is + 32kq + (0..16)
                 let mut part = [[_mm512_setzero_si512(); R]; 4];

@@ -273,18 +273,11 @@ unsafe fn tile_pass<const R: usize>(
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
-    let end = blocks.len();
     for b in 0..kb {
         let blk = &*base.add(first + b);
         if prefetch {
-            let ahead = first + b + PREFETCH_BLOCKS;
-            if ahead < end {
-                let p = base.add(ahead) as *const i8;
-                // 544 bytes: 9 cache lines
-                for line in 0..9 {
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64));
-                }
-            }
+            // 544 bytes: 9 cache lines
+            super::prefetch_share(blocks, first + b + PREFETCH_BLOCKS, 0, 1);
         }
         let wp = blk.qs.as_ptr() as *const __m512i;
         let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
