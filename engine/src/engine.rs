@@ -94,15 +94,12 @@ impl Engine {
     /// Load model weights and build the tokenizer from a GGUF file.
     pub fn load(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let f = GgufFile::open(&path)?;
-        // the tokenizer (about a second for a 262k vocabulary: its merges are derived from
-        // the vocabulary) is built on its own thread while the weights load
-        let (tokenizer, model) = std::thread::scope(|s| {
-            let tokenizer = s.spawn(|| GgufTokenizer::from_gguf(f.content()));
-            let model = Model::load(&f, &opts.device, &opts.load);
-            let tokenizer = tokenizer.join().map_err(|_| Error::Internal("the tokenizer build panicked".into()))?;
-            Ok::<_, Error>((tokenizer?, model?))
-        })?;
+        let mut f = GgufFile::open(&path)?;
+        // the tokenizer first (milliseconds), so that the parsed vocabulary can go before the
+        // weights load
+        let tokenizer = GgufTokenizer::from_gguf(f.content())?;
+        f.release_vocab();
+        let model = Model::load(&f, &opts.device, &opts.load)?;
         let source = crate::gguf::opt(f.content(), "tokenizer.chat_template", |c, k| {
             crate::gguf::get_str(c, k).map(str::to_string)
         })?;

@@ -74,6 +74,18 @@ impl GgufFile {
         }
     }
 
+    /// Drop the vocabulary arrays (`tokenizer.ggml.tokens`, `.scores`, `.token_type`,
+    /// `.merges`) from the parsed metadata, once a [`crate::tokenizer::GgufTokenizer`] holds
+    /// its own compact copy: a 262k vocabulary's are ~30 MB of small values, which would
+    /// otherwise stay resident while the weights load. The freed memory goes back to the
+    /// system.
+    pub fn release_vocab(&mut self) {
+        for key in ["tokens", "scores", "token_type", "merges"] {
+            self.content.metadata.remove(&format!("tokenizer.ggml.{key}"));
+        }
+        return_freed_memory();
+    }
+
     /// Path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -203,6 +215,34 @@ pub(crate) fn release_pages(bytes: &[u8]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = bytes;
+}
+
+/// Hand the heap's free pages back to the system (glibc keeps freed small allocations
+/// resident until asked).
+pub(crate) fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Drop the whole pages inside the mapped bytes `[start, end)` from this process's resident
+/// set (rounded in: a page shared with bytes outside stays). Only for addresses inside
+/// [`GgufFile`]'s read-only map, whose dropped pages later reads fault back in from the file.
+pub(crate) fn release_pages_within(start: usize, end: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let (start, end) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if end > start {
+            // SAFETY: as in `release_pages`: whole pages of the read-only file mapping, which
+            // the callers only read.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, end);
 }
 
 /// A metadata value, or a "missing key" error naming it.

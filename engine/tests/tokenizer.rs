@@ -183,10 +183,9 @@ fn decode_encode_roundtrip() {
         assert_eq!(tok.decode(&ids, false).unwrap(), *text, "ids {ids:?}");
         let with_bos = tok.encode(text, true).unwrap();
         assert_eq!(tok.decode(&with_bos, true).unwrap(), *text);
-        // inner() gives the same ids.
-        let inner = tok.inner().encode_fast(*text, false).unwrap();
-        assert_eq!(inner.get_ids(), &ids[..]);
     }
+    // deal encodes SentencePiece vocabs itself; `tokenizers` only byte-level BPE ones
+    assert!(tok.inner().is_none());
 }
 
 #[test]
@@ -270,6 +269,65 @@ fn tiny_gpt2(pre: &str) -> Content {
         ("tokenizer.ggml.eos_token_id", Value::U32(266)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
     ])
+}
+
+/// A tiny SentencePiece (`llama`) vocab: `<unk> <s> </s>`, the 256 byte tokens, then pieces
+/// with hand-picked scores, a control token whose text merges could spell, a user-defined
+/// token, and a duplicated piece.
+fn tiny_spm(add_space_prefix: bool) -> Content {
+    let mut pieces: Vec<(String, f32, i32)> = vec![("<unk>".into(), 0.0, 2), ("<s>".into(), 0.0, 3), ("</s>".into(), 0.0, 3)];
+    pieces.extend((0..=255u8).map(|b| (format!("<0x{b:02X}>"), 0.0, 6)));
+    #[rustfmt::skip]
+    let rest = [
+        ("▁", -1.0, 1), ("a", -2.0, 1), ("b", -3.0, 1), ("c", -4.0, 1),
+        // "bc" (lower id) and "ab" tie: llama.cpp merges the leftmost pair first
+        ("bc", -10.0, 1), ("ab", -10.0, 1), ("▁a", -5.0, 1),
+        // text never becomes a control token, even when merges could spell it
+        ("abc", 0.0, 3),
+        ("<u>", 0.0, 4), ("<", -30.0, 1), ("u", -31.0, 1), (">", -32.0, 1),
+        // a duplicated piece resolves to its last id
+        ("c", -4.0, 1),
+    ];
+    pieces.extend(rest.iter().map(|&(t, s, ty)| (t.to_string(), s, ty)));
+    let texts: Vec<&str> = pieces.iter().map(|p| p.0.as_str()).collect();
+    content(vec![
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        ("tokenizer.ggml.tokens", strs(&texts)),
+        ("tokenizer.ggml.scores", Value::Array(pieces.iter().map(|p| Value::F32(p.1)).collect())),
+        ("tokenizer.ggml.token_type", Value::Array(pieces.iter().map(|p| Value::I32(p.2)).collect())),
+        ("tokenizer.ggml.unknown_token_id", Value::U32(0)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.add_space_prefix", Value::Bool(add_space_prefix)),
+    ])
+}
+
+/// llama.cpp's SentencePiece algorithm on a hand-made vocab: highest score first, ties to the
+/// leftmost pair, no merge into a control token, byte fallback, user-defined tokens split out
+/// of raw text, and the space prefix on every stretch of text after one.
+#[test]
+fn spm_merges_as_llama_cpp() {
+    let tok = GgufTokenizer::from_gguf(&tiny_spm(false)).expect("tiny spm tokenizer");
+    assert!(tok.inner().is_none());
+    let id = |t: &str| tok.token_id(t).unwrap();
+    let pieces = |ids: Vec<u32>| ids.iter().map(|&i| tok.token_text(i).unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(tok.token_id("c"), Some(tok.vocab_size() as u32 - 1), "last duplicate wins");
+    assert_eq!(pieces(tok.encode("abc", false).unwrap()), ["ab", "c"]);
+    assert_eq!(tok.encode("abc", true).unwrap()[0], 1);
+    assert!(!tok.encode("abc", false).unwrap().contains(&id("abc")));
+    // "é" is not in the vocab: its two UTF-8 bytes
+    assert_eq!(pieces(tok.encode("é", false).unwrap()), ["<0xC3>", "<0xA9>"]);
+    assert_eq!(pieces(tok.encode("a b", false).unwrap()), ["a", "▁", "b"]);
+    assert_eq!(pieces(tok.encode("a<u>b", false).unwrap()), ["a", "<u>", "b"]);
+    assert_eq!(tok.decode(&tok.encode("a b<u>é", false).unwrap(), false).unwrap(), "a b<u>é");
+
+    let tok = GgufTokenizer::from_gguf(&tiny_spm(true)).expect("tiny spm tokenizer");
+    let pieces = |ids: Vec<u32>| ids.iter().map(|&i| tok.token_text(i).unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(pieces(tok.encode("a b", false).unwrap()), ["▁a", "▁", "b"]);
+    assert_eq!(pieces(tok.encode("ab<u>a", false).unwrap()), ["▁a", "b", "<u>", "▁a"]);
+    assert_eq!(tok.encode("", false).unwrap(), Vec::<u32>::new());
+    // the prefix after `<u>` decodes as a space; only the text's first one is stripped
+    assert_eq!(tok.decode(&tok.encode("a b<u>é", false).unwrap(), false).unwrap(), "a b<u> é");
 }
 
 #[test]

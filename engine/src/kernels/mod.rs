@@ -106,7 +106,11 @@ where
 /// The buffer is asked for 2 MiB pages before any page is touched ([`advise_huge_pages`]),
 /// and each worker touches its own tiles first: page faults, and the kernel's zeroing of
 /// every new page, run on all cores instead of on the caller's thread alone.
-pub(crate) fn pack_tiles<B, F>(rows: &[&[u8]], kb: usize, block_bytes: usize, empty: B, fill: F) -> Vec<B>
+///
+/// Rows read from the memory-mapped file are dropped from the resident set as their tiles
+/// are packed, a megabyte at a time ([`MappedRelease`]): a load never holds a large
+/// tensor twice (its file pages and its packed copy).
+pub(crate) fn pack_tiles<B, F>(rows: &SourceRows, kb: usize, block_bytes: usize, empty: B, fill: F) -> Vec<B>
 where
     B: Clone + Send + Sync,
     F: Fn(&mut B, usize, &[u8]) + Sync,
@@ -124,6 +128,7 @@ where
         for (w, chunk) in blocks.spare_capacity_mut()[..n].chunks_mut(per * kb).enumerate() {
             let (fill, empty) = (&fill, &empty);
             s.spawn(move || {
+                let mut release = MappedRelease::default();
                 for (i, tile) in chunk.chunks_mut(kb).enumerate() {
                     for slot in tile.iter_mut() {
                         slot.write(empty.clone());
@@ -132,9 +137,12 @@ where
                     let tile = unsafe { &mut *(tile as *mut [std::mem::MaybeUninit<B>] as *mut [B]) };
                     let t = w * per + i;
                     for lane in 0..TILE {
-                        let Some(row) = rows.get(t * TILE + lane) else { break };
+                        let Some((row, mapped)) = rows.get(t * TILE + lane) else { break };
                         for (b, blk) in tile.iter_mut().enumerate() {
                             fill(blk, lane, &row[b * block_bytes..(b + 1) * block_bytes]);
+                        }
+                        if mapped {
+                            release.done(row);
                         }
                     }
                 }
@@ -145,6 +153,47 @@ where
     // its chunk (a worker's panic propagates out of the scope before this line).
     unsafe { blocks.set_len(n) };
     blocks
+}
+
+/// Source bytes a packing worker has finished with, dropped from the resident set once a
+/// megabyte of them is contiguous (see [`crate::gguf::release_pages_within`]); only for
+/// bytes of the memory-mapped file, which later reads fault back in from the page cache.
+/// Only whole pages inside the finished range go, so a page another worker still reads
+/// stays (and would only be read again if dropped).
+#[derive(Default)]
+pub(crate) struct MappedRelease {
+    /// Start and end address of the finished, contiguous bytes not yet released.
+    pending: Option<(usize, usize)>,
+}
+
+impl MappedRelease {
+    const CHUNK: usize = 1 << 20;
+
+    /// `bytes` (of the mapped file) are finished with.
+    pub(crate) fn done(&mut self, bytes: &[u8]) {
+        let (start, end) = (bytes.as_ptr() as usize, bytes.as_ptr() as usize + bytes.len());
+        self.pending = match self.pending {
+            Some((s, e)) if e == start => Some((s, end)),
+            other => {
+                if let Some((s, e)) = other {
+                    crate::gguf::release_pages_within(s, e);
+                }
+                Some((start, end))
+            }
+        };
+        if let Some((s, e)) = self.pending.filter(|(s, e)| e - s >= Self::CHUNK) {
+            crate::gguf::release_pages_within(s, e);
+            self.pending = None;
+        }
+    }
+}
+
+impl Drop for MappedRelease {
+    fn drop(&mut self) {
+        if let Some((s, e)) = self.pending.take() {
+            crate::gguf::release_pages_within(s, e);
+        }
+    }
 }
 
 /// A weight's stored bytes: `n` rows of `k` values of type `dtype`, row-major, as in the
@@ -159,6 +208,28 @@ pub struct StoredWeight<'a> {
     pub n: usize,
     /// Values per row (inputs).
     pub k: usize,
+    /// The bytes lie in the memory-mapped GGUF file: a packer drops their pages from the
+    /// resident set once it has copied them. Never set for bytes in memory the process owns
+    /// (a loaded tensor's), whose pages that would zero.
+    pub mapped: bool,
+}
+
+/// Every row of one or more [`StoredWeight`]s stacked (fused projections), each with
+/// whether it lies in the mapped file.
+pub(crate) struct SourceRows<'a> {
+    rows: Vec<(&'a [u8], bool)>,
+}
+
+impl<'a> SourceRows<'a> {
+    /// Number of rows.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Row `i`'s bytes and whether they lie in the mapped file.
+    pub(crate) fn get(&self, i: usize) -> Option<(&'a [u8], bool)> {
+        self.rows.get(i).copied()
+    }
 }
 
 /// `f` on the stored bytes of `ts`; `None` (no call) when a tensor is not a 2-D CPU tensor.
@@ -174,7 +245,7 @@ pub(crate) fn with_stored<T>(
         }
         datas.push((t.data()?, t.dtype(), n, k));
     }
-    let parts: Vec<StoredWeight> = datas.iter().map(|(d, dtype, n, k)| StoredWeight { bytes: d, dtype: *dtype, n: *n, k: *k }).collect();
+    let parts: Vec<StoredWeight> = datas.iter().map(|(d, dtype, n, k)| StoredWeight { bytes: d, dtype: *dtype, n: *n, k: *k, mapped: false }).collect();
     f(&parts)
 }
 
@@ -185,21 +256,21 @@ pub(crate) fn with_stored<T>(
 pub(crate) fn with_stacked_rows<T>(
     parts: &[StoredWeight],
     dtype: GgmlDType,
-    f: impl FnOnce(&[&[u8]], usize) -> T,
+    f: impl FnOnce(&SourceRows, usize) -> T,
 ) -> crate::Result<Option<T>> {
     let Some(k) = parts.first().map(|p| p.k) else { return Ok(None) };
     if parts.iter().any(|p| p.dtype != dtype || p.k != k) || k % dtype.block_size() != 0 {
         return Ok(None);
     }
     let row_bytes = k / dtype.block_size() * dtype.type_size();
-    let mut rows: Vec<&[u8]> = Vec::new();
+    let mut rows = Vec::new();
     for p in parts {
         if p.bytes.len() != p.n * row_bytes {
             return Err(crate::Error::Gguf(format!("{dtype:?} tensor has {} bytes, expected {}", p.bytes.len(), p.n * row_bytes)));
         }
-        rows.extend(p.bytes.chunks_exact(row_bytes));
+        rows.extend(p.bytes.chunks_exact(row_bytes).map(|r| (r, p.mapped)));
     }
-    Ok(Some(f(&rows, k)))
+    Ok(Some(f(&SourceRows { rows }, k)))
 }
 
 /// Prefetch share `part` of `parts` of tile-block `blocks[at]`'s cache lines into L1 (nothing

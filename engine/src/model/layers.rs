@@ -100,7 +100,7 @@ pub fn requantize_q8(t: &QTensor) -> Result<QTensor> {
 /// candle).
 pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
     use candle_core::quantized::k_quants::BlockQ8_0;
-    let StoredWeight { bytes: data, dtype, n: rows, k } = w;
+    let StoredWeight { bytes: data, dtype, n: rows, k, mapped } = w;
     if k % 32 != 0 || k % dtype.block_size() != 0 {
         return Ok(None);
     }
@@ -128,6 +128,7 @@ pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
             let (data, failed) = (&data, &failed);
             s.spawn(move || {
                 let mut buf = vec![0f32; slab_rows * k];
+                let mut release = crate::kernels::MappedRelease::default();
                 let mut r = r_start;
                 while r < r_end {
                     let r1 = (r + slab_rows).min(r_end);
@@ -144,6 +145,9 @@ pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
                         let q = unsafe { std::slice::from_raw_parts_mut(blk.add(2) as *mut i8, 32) };
                         let (d, _) = crate::kernels::q8_0::quantize_q8_0(xs, q, vector);
                         unsafe { std::ptr::copy_nonoverlapping(d.to_bits().to_le_bytes().as_ptr(), blk, 2) };
+                    }
+                    if mapped {
+                        release.done(&data[r * row_bytes..r1 * row_bytes]);
                     }
                     r = r1;
                 }
@@ -171,7 +175,7 @@ fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMo
     for name in names {
         let (bytes, dtype, dims) = f.tensor_bytes(&format!("{name}.weight"))?;
         let [n, k] = dims[..] else { return Ok(None) };
-        stored.push(StoredWeight { bytes, dtype, n, k });
+        stored.push(StoredWeight { bytes, dtype, n, k, mapped: true });
     }
     let mut converted = Vec::with_capacity(stored.len());
     for w in &stored {
@@ -189,7 +193,7 @@ fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMo
         .iter()
         .zip(&datas)
         .map(|(w, d)| match d {
-            Some(d) => StoredWeight { bytes: d, dtype: GgmlDType::Q8_0, n: w.n, k: w.k },
+            Some(d) => StoredWeight { bytes: d, dtype: GgmlDType::Q8_0, n: w.n, k: w.k, mapped: false },
             None => *w,
         })
         .collect();

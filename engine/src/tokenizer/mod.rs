@@ -8,15 +8,12 @@
 //! Two vocabulary kinds are supported:
 //!
 //! - `tokenizer.ggml.model = "llama"` (SentencePiece vocab with scores; llama 1/2, mistral,
-//!   gemma). llama.cpp's SPM tokenizer does **not** run SentencePiece's unigram algorithm: it
-//!   starts from single characters and repeatedly merges the adjacent pair whose concatenation
-//!   is a vocab token with the highest score (ties: leftmost). That is BPE whose merge list is
-//!   "every split of a vocab token into two vocab tokens", ranked by the merged token's score,
-//!   which is what we build (a Unigram model gives different ids). Characters missing from
-//!   the vocab fall back to `<0xXX>` byte tokens. Spaces become `▁`; a `▁` is prepended only
-//!   when `tokenizer.ggml.add_space_prefix` says so (default true, as llama.cpp).
+//!   gemma): llama.cpp's merge-by-score algorithm on the vocab's own table ([`spm`]).
 //! - `tokenizer.ggml.model = "gpt2"` (byte-level BPE with `tokenizer.ggml.merges`; llama3,
-//!   qwen2...): the regex pre-tokenizer chosen by `tokenizer.ggml.pre`, then ByteLevel.
+//!   qwen2...): a [`tokenizers::Tokenizer`] with the regex pre-tokenizer chosen by
+//!   `tokenizer.ggml.pre`, then ByteLevel.
+//!
+//! The vocabulary itself (pieces, types, text → id) is held compactly ([`vocab`]).
 //!
 //! Token types decide how text may reach a token. User-defined tokens (type 4: gemma's
 //! `"\n\n"`, space runs, html tags) are split out of the raw text before the model runs, as
@@ -29,16 +26,19 @@
 //! correctly for both vocabulary kinds.
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use tokenizers::decoders::{byte_fallback::ByteFallback, fuse::Fuse, sequence::Sequence as DecSeq};
-use tokenizers::decoders::{strip::Strip, DecoderWrapper};
-use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::normalizers::{Prepend, Replace, Sequence as NormSeq};
+use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSeq;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, NormalizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use crate::{Error, Result};
+
+mod spm;
+mod vocab;
+
+use spm::SpmEncoder;
+use vocab::Vocab;
 
 /// GGUF token types (`tokenizer.ggml.token_type`), as llama.cpp numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl TokenType {
 /// Which algorithm the vocabulary uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VocabKind {
-    /// SentencePiece vocab (`llama`): BPE from scores, `▁` for space, byte fallback.
+    /// SentencePiece vocab (`llama`): merges by score, `▁` for space, byte fallback.
     Spm,
     /// Byte-level BPE (`gpt2`) with explicit merges.
     Bpe,
@@ -95,13 +95,19 @@ const RE_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[d
 const RE_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const RE_GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// Text to ids for one vocabulary kind.
+#[derive(Clone)]
+enum Encoder {
+    Spm(SpmEncoder),
+    Bpe(Box<Tokenizer>),
+}
+
 /// A tokenizer built from GGUF metadata, with the model's special ids.
 #[derive(Clone)]
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    encoder: Encoder,
     kind: VocabKind,
-    tokens: Vec<String>,
-    types: Vec<TokenType>,
+    vocab: Vocab,
     bos: Option<u32>,
     eos: Option<u32>,
     pad: Option<u32>,
@@ -119,7 +125,7 @@ impl std::fmt::Debug for GgufTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufTokenizer")
             .field("kind", &self.kind)
-            .field("vocab_size", &self.tokens.len())
+            .field("vocab_size", &self.vocab.len())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
             .field("eog", &self.eog)
@@ -219,70 +225,8 @@ fn can_overlap(a: &str, b: &str) -> bool {
     contains(a, b) || contains(b, a) || fix(a, b) || fix(b, a)
 }
 
-/// SentencePiece vocab as BPE: every split of a token into two vocab pieces is a merge, ranked
-/// by the merged token's score (higher first; then id and split point, for determinism).
-fn spm_tokenizer(
-    c: &Content,
-    tokens: &[String],
-    types: &[TokenType],
-    vocab: Vocab,
-    unk: Option<u32>,
-    add_space_prefix: bool,
-) -> Result<Tokenizer> {
-    let scores = opt_array(c, "tokenizer.ggml.scores")?
-        .ok_or_else(|| err("SentencePiece vocab without `tokenizer.ggml.scores`"))?;
-    if scores.len() != tokens.len() {
-        return Err(err(format!("`tokenizer.ggml.scores` has {} entries for {} tokens", scores.len(), tokens.len())));
-    }
-    let scores: Vec<f32> = scores
-        .iter()
-        .map(|v| match v {
-            Value::F32(x) => Ok(*x),
-            Value::F64(x) => Ok(*x as f32),
-            v => Err(err(format!("`tokenizer.ggml.scores` should hold floats, found {v:?}"))),
-        })
-        .collect::<Result<_>>()?;
-    // Control/byte tokens are never merge results: text must not turn into them.
-    let mut cands: Vec<(f32, u32, usize)> = Vec::new();
-    for (id, tok) in tokens.iter().enumerate() {
-        let t = types[id];
-        if t.is_special() || t == TokenType::Byte || vocab.get(tok.as_str()) != Some(&(id as u32)) {
-            continue;
-        }
-        for (j, _) in tok.char_indices().skip(1) {
-            if vocab.contains_key(&tok[..j]) && vocab.contains_key(&tok[j..]) {
-                cands.push((scores[id], id as u32, j));
-            }
-        }
-    }
-    cands.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let merges = cands
-        .iter()
-        .map(|&(_, id, j)| {
-            let t = &tokens[id as usize];
-            (t[..j].to_string(), t[j..].to_string())
-        })
-        .collect();
-    let mut b = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true);
-    if let Some(u) = unk {
-        b = b.unk_token(tokens[u as usize].clone());
-    }
-    let bpe = b.build().map_err(|e| err(format!("building SentencePiece BPE: {e}")))?;
-    let replace = |a: &str, b: &str| Replace::new(a, b).map_err(|e| err(e.to_string()));
-    let mut norms: Vec<NormalizerWrapper> = vec![replace(" ", "▁")?.into()];
-    let mut decs: Vec<DecoderWrapper> = vec![replace("▁", " ")?.into(), ByteFallback::new().into(), Fuse::new().into()];
-    if add_space_prefix {
-        norms.push(Prepend::new("▁".into()).into());
-        decs.push(Strip::new(' ', 1, 0).into());
-    }
-    let mut tk = Tokenizer::new(bpe);
-    tk.with_normalizer(Some(NormSeq::new(norms)));
-    tk.with_decoder(Some(DecSeq::new(decs)));
-    Ok(tk)
-}
-
 /// Byte-level BPE with the GGUF's merges and the pre-tokenizer regex named by `pre`.
-fn bpe_tokenizer(c: &Content, vocab: Vocab, pre: &str, llama3_pre: bool) -> Result<Tokenizer> {
+fn bpe_tokenizer(c: &Content, vocab: &Vocab, pre: &str, llama3_pre: bool) -> Result<Tokenizer> {
     let raw =
         opt_array(c, "tokenizer.ggml.merges")?.ok_or_else(|| err("gpt2 vocab without `tokenizer.ggml.merges`"))?;
     let mut merges = Vec::with_capacity(raw.len());
@@ -293,7 +237,7 @@ fn bpe_tokenizer(c: &Content, vocab: Vocab, pre: &str, llama3_pre: bool) -> Resu
             return Err(err(format!("`tokenizer.ggml.merges` entry {m:?} has no space")));
         };
         let (a, b) = (&m[..pos], &m[pos + 1..]);
-        if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) {
+        if vocab.id(a).is_some() && vocab.id(b).is_some() && vocab.id(&format!("{a}{b}")).is_some() {
             merges.push((a.to_string(), b.to_string()));
         } else {
             dropped += 1;
@@ -302,8 +246,10 @@ fn bpe_tokenizer(c: &Content, vocab: Vocab, pre: &str, llama3_pre: bool) -> Resu
     if dropped > 0 {
         tracing::warn!("{dropped} GGUF merges refer to tokens outside the vocab; ignored");
     }
+    // last occurrence wins for duplicated strings, as in the vocab's own table
+    let map: tokenizers::models::bpe::Vocab = vocab.pieces().map(|(id, p)| (p.to_string(), id)).collect();
     let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
+        .vocab_and_merges(map, merges)
         .ignore_merges(llama3_pre)
         .build()
         .map_err(|e| err(format!("building byte-level BPE: {e}")))?;
@@ -324,6 +270,46 @@ fn bpe_tokenizer(c: &Content, vocab: Vocab, pre: &str, llama3_pre: bool) -> Resu
     Ok(tk)
 }
 
+/// `tokenizer.ggml.scores` as floats, one per token.
+fn spm_scores(c: &Content, n: usize) -> Result<Vec<f32>> {
+    let scores = opt_array(c, "tokenizer.ggml.scores")?
+        .ok_or_else(|| err("SentencePiece vocab without `tokenizer.ggml.scores`"))?;
+    if scores.len() != n {
+        return Err(err(format!("`tokenizer.ggml.scores` has {} entries for {n} tokens", scores.len())));
+    }
+    scores
+        .iter()
+        .map(|v| match v {
+            Value::F32(x) => Ok(*x),
+            Value::F64(x) => Ok(*x as f32),
+            v => Err(err(format!("`tokenizer.ggml.scores` should hold floats, found {v:?}"))),
+        })
+        .collect()
+}
+
+/// [`bpe_tokenizer`] with the vocab's user-defined tokens matched in raw text (before the
+/// pre-tokenizer), as llama.cpp does; control tokens are registered as special (so
+/// `inner().decode(.., true)` skips them) but never matched (`encode_special_tokens`). A
+/// control token whose text could overlap a user-defined one would shadow it in the shared
+/// matcher, so such a token is left out.
+fn bpe_tokenizer_with_added(c: &Content, vocab: &Vocab, pre: &str, llama3_pre: bool) -> Result<Tokenizer> {
+    let mut inner = bpe_tokenizer(c, vocab, pre, llama3_pre)?;
+    let of_type = |keep: fn(TokenType) -> bool| -> Vec<&str> {
+        vocab.pieces().filter(|&(id, p)| vocab.token_type(id).is_some_and(keep) && !p.is_empty()).map(|(_, p)| p).collect()
+    };
+    let user = of_type(|t| t == TokenType::UserDefined);
+    let special: Vec<AddedToken> = of_type(TokenType::is_special)
+        .into_iter()
+        .filter(|s| !user.iter().any(|u| can_overlap(u, s)))
+        .map(|s| AddedToken::from(s.to_string(), true).normalized(false))
+        .collect();
+    inner.add_special_tokens(&special);
+    let user: Vec<AddedToken> = user.iter().map(|u| AddedToken::from(u.to_string(), false).normalized(false)).collect();
+    inner.add_tokens(&user);
+    inner.set_encode_special_tokens(true);
+    Ok(inner)
+}
+
 impl GgufTokenizer {
     /// Build the tokenizer from a GGUF header. Errors name the missing or malformed key.
     pub fn from_gguf(c: &Content) -> Result<Self> {
@@ -336,7 +322,6 @@ impl GgufTokenizer {
         };
         let tokens =
             opt_array(c, "tokenizer.ggml.tokens")?.ok_or_else(|| err("GGUF has no `tokenizer.ggml.tokens`"))?;
-        let tokens = strings("tokenizer.ggml.tokens", tokens)?;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(err(format!("`tokenizer.ggml.tokens` has an unusable size {n}")));
@@ -369,55 +354,42 @@ impl GgufTokenizer {
             kind == VocabKind::Spm && opt_bool(c, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
 
         // Last occurrence wins for duplicated strings, as in llama.cpp's `token_to_id`.
-        let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab = Vocab::new("tokenizer.ggml.tokens", tokens, types)?;
         let mut eog: Vec<u32> = [eos, id_key("tokenizer.ggml.eot_token_id")?, id_key("tokenizer.ggml.eom_token_id")?]
             .into_iter()
             .flatten()
-            .chain(EOG_TEXTS.iter().filter_map(|t| vocab.get(*t).copied()))
+            .chain(EOG_TEXTS.iter().filter_map(|t| vocab.id(t)))
             .collect();
         eog.sort_unstable();
         eog.dedup();
 
-        let mut inner = match kind {
-            VocabKind::Spm => spm_tokenizer(c, &tokens, &types, vocab, unk, add_space_prefix)?,
-            VocabKind::Bpe => bpe_tokenizer(c, vocab, pre, llama3_pre)?,
+        let encoder = match kind {
+            VocabKind::Spm => Encoder::Spm(SpmEncoder::new(&vocab, spm_scores(c, n)?, unk, add_space_prefix)?),
+            VocabKind::Bpe => Encoder::Bpe(Box::new(bpe_tokenizer_with_added(c, &vocab, pre, llama3_pre)?)),
         };
-        // User-defined tokens are matched in raw text (before normalization); control tokens are
-        // registered as special (so `inner().decode(.., true)` skips them) but never matched
-        // (`encode_special_tokens`). A control token whose text could overlap a user-defined one
-        // would shadow it in the shared matcher, so such a token is left out.
-        let user: Vec<&str> = (0..n)
-            .filter(|&i| types[i] == TokenType::UserDefined && !tokens[i].is_empty())
-            .map(|i| tokens[i].as_str())
-            .collect();
-        let special: Vec<AddedToken> = (0..n)
-            .filter(|&i| types[i].is_special() && !tokens[i].is_empty())
-            .filter(|&i| !user.iter().any(|u| can_overlap(u, &tokens[i])))
-            .map(|i| AddedToken::from(tokens[i].clone(), true).normalized(false))
-            .collect();
-        inner.add_special_tokens(&special);
-        let user: Vec<AddedToken> =
-            user.iter().map(|u| AddedToken::from(u.to_string(), false).normalized(false)).collect();
-        inner.add_tokens(&user);
-        inner.set_encode_special_tokens(true);
-
-        let mut controls: Vec<(String, u32)> = (0..n)
-            .filter(|&i| types[i] == TokenType::Control && !tokens[i].is_empty())
-            .map(|i| (tokens[i].clone(), i as u32))
+        let mut controls: Vec<(String, u32)> = vocab
+            .pieces()
+            .filter(|&(id, p)| vocab.token_type(id) == Some(TokenType::Control) && !p.is_empty())
+            .map(|(id, p)| (p.to_string(), id))
             .collect();
         controls.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        Ok(Self { inner, kind, tokens, types, bos, eos, pad, eog, add_bos, add_space_prefix, controls })
+        Ok(Self { encoder, kind, vocab, bos, eos, pad, eog, add_bos, add_space_prefix, controls })
     }
 
     /// Token ids for `text`. A BOS is prepended only if `add_bos` is asked for, the model
     /// wants one (`tokenizer.ggml.add_bos_token`) and has one. Control-token text is plain text.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| err(format!("encoding: {e}")))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::new();
         if add_bos && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match &self.encoder {
+            Encoder::Spm(spm) => spm.encode(&self.vocab, text, &mut ids)?,
+            Encoder::Bpe(bpe) => {
+                let enc = bpe.encode_fast(text, false).map_err(|e| err(format!("encoding: {e}")))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+        }
         Ok(ids)
     }
 
@@ -501,12 +473,10 @@ impl GgufTokenizer {
     }
 
     pub(crate) fn push_piece_bytes(&self, id: u32, render_special: bool, out: &mut Vec<u8>) -> Result<()> {
-        let i = id as usize;
-        let text = self
-            .tokens
-            .get(i)
-            .ok_or_else(|| err(format!("token id {id} is out of range (vocab has {} tokens)", self.tokens.len())))?;
-        match self.types[i] {
+        let (Some(text), Some(ty)) = (self.vocab.piece(id), self.vocab.token_type(id)) else {
+            return Err(err(format!("token id {id} is out of range (vocab has {} tokens)", self.vocab.len())));
+        };
+        match ty {
             t if t.is_special() => {
                 if render_special {
                     out.extend_from_slice(text.as_bytes());
@@ -533,7 +503,7 @@ impl GgufTokenizer {
 
     /// Number of tokens in the GGUF vocab (the embedding rows).
     pub fn vocab_size(&self) -> usize {
-        self.tokens.len()
+        self.vocab.len()
     }
     /// The vocabulary algorithm.
     pub fn kind(&self) -> VocabKind {
@@ -566,20 +536,24 @@ impl GgufTokenizer {
     /// The id of a token by its exact vocab text (control tokens included), e.g.
     /// `token_id("<start_of_turn>")` for a chat template.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.inner.token_to_id(text)
+        self.vocab.id(text)
     }
     /// The vocab text of `id`, as stored in the GGUF.
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.vocab.piece(id)
     }
     /// The GGUF type of `id`.
     pub fn token_type(&self, id: u32) -> Option<TokenType> {
-        self.types.get(id as usize).copied()
+        self.vocab.token_type(id)
     }
-    /// The underlying `tokenizers` tokenizer. Its `decode` is close to ours but only
+    /// The `tokenizers` tokenizer that encodes a byte-level BPE (`gpt2`) vocab; `None` for a
+    /// SentencePiece vocab, which [`spm`] encodes. Its `decode` is close to ours but only
     /// [`GgufTokenizer::decode`] is guaranteed to match llama.cpp.
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
+    pub fn inner(&self) -> Option<&Tokenizer> {
+        match &self.encoder {
+            Encoder::Bpe(t) => Some(t),
+            Encoder::Spm(_) => None,
+        }
     }
 }
 
