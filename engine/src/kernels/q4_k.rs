@@ -25,8 +25,10 @@ use crate::{Error, Result};
 
 const BLOCK_BYTES: usize = 144;
 use super::TILE;
-/// Activation rows processed per pass over a weight tile (registers hold 4 rows' sums).
-pub const ROWS_PER_PASS: usize = 4;
+/// Activation rows processed per pass over a weight tile: up to 4 rows keep both nibble
+/// chains of every row in registers ([`tile_pass`]); 5 to 8 rows take one sub-block at a
+/// time ([`tile_pass_wide`]), so that a tile's weights stream from memory once for 8 rows.
+pub const ROWS_PER_PASS: usize = 8;
 /// On the first pass of several rows over a tile, the kernel prefetches the tile-block this
 /// many blocks ahead (37 cache lines, spread over the block's steps). A pass of several
 /// rows is busy enough between loads that the hardware prefetcher falls behind; one row is
@@ -163,7 +165,11 @@ unsafe fn tile_kernel(
         1 => tile_pass::<1>(blocks, first, kb, act, r0, ahead, (out, stride)),
         2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
         3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        5 => tile_pass_wide::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        6 => tile_pass_wide::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        7 => tile_pass_wide::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass_wide::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
@@ -219,31 +225,105 @@ unsafe fn tile_pass<const R: usize>(
                 isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(hi_acc[r], sc_hi));
             }
         }
-        let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
-        let wmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.dmin.as_ptr() as *const __m256i));
-        // mins of sub-blocks 2p and 2p + 1 in the low and high 16 bits of each row's lane
-        let mut pairs = [_mm512_setzero_si512(); 4];
-        for (p, v) in pairs.iter_mut().enumerate() {
-            let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add(2 * p * TILE) as *const __m128i));
-            let o = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add((2 * p + 1) * TILE) as *const __m128i));
-            *v = _mm512_or_si512(e, _mm512_slli_epi32::<16>(o));
-        }
-        for r in 0..R {
-            let bi = (r0 + r) * act.kb + b;
-            // Σ_j m_j · Σ(activations of sub-block j), two sub-blocks per `vpdpwssd` (each
-            // activation sum is at most 32 · 128 in magnitude: it fits 16 bits)
-            let mut imin = _mm512_setzero_si512();
-            for (p, v) in pairs.iter().enumerate() {
-                let both = (act.sum32(bi, 2 * p) & 0xFFFF) | (act.sum32(bi, 2 * p + 1) << 16);
-                imin = _mm512_dpwssd_epi32(imin, *v, _mm512_set1_epi32(both));
-            }
-            let da = _mm512_set1_ps(act.d[bi]);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(wd, da), acc[r]);
-            acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(wmin, da), acc[r]);
-        }
+        finish_block(blk, act, r0, b, &isum, &mut acc);
     }
     for (r, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+/// [`tile_pass`] for 5 to 8 rows: the low nibbles of a chunk (sub-block `2c`), then its high
+/// nibbles (`2c + 1`), one chain per row, so `R` sub-block sums, `R` integer block sums and
+/// `R` float accumulators fit the 32 vector registers. The integer sums are the same exact
+/// integers as [`tile_pass`]'s, and the float steps the same ([`finish_block`]), so a row's
+/// result does not depend on which pass computed it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pass_wide<const R: usize>(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    ahead: usize,
+    (out, stride): (*mut f32, usize),
+) {
+    use std::arch::x86_64::*;
+    let nib = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let qptr = act.qs.as_ptr();
+    let base = blocks.as_ptr();
+    for b in 0..kb {
+        let blk = &*base.add(first + b);
+        let wp = blk.qs.as_ptr() as *const __m512i;
+        let mut ap = [std::ptr::null::<i8>(); R];
+        for (r, p) in ap.iter_mut().enumerate() {
+            *p = qptr.add((r0 + r) * act.k + b * QK_K);
+        }
+        let mut isum = [_mm512_setzero_si512(); R];
+        for c in 0..4 {
+            if ahead > 0 {
+                super::prefetch_share(blocks, first + b + ahead, c, 4);
+            }
+            for half in 0..2 {
+                let mut sub = [_mm512_setzero_si512(); R];
+                for g in 0..8 {
+                    let v = _mm512_load_si512(wp.add(c * 8 + g));
+                    let w = if half == 0 { _mm512_and_si512(v, nib) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib) };
+                    for r in 0..R {
+                        let a = ap[r].add(64 * c + 32 * half + 4 * g);
+                        sub[r] = _mm512_dpbusd_epi32(sub[r], w, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                    }
+                }
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + half) * TILE) as *const __m128i));
+                for r in 0..R {
+                    isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                }
+            }
+        }
+        finish_block(blk, act, r0, b, &isum, &mut acc);
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+/// The end of a block for `R` rows: each row's integer sum `isum` times `d_w · d_a`, less
+/// the mins' share `dmin_w · d_a · Σ_j m_j · Σ(activations of sub-block j)`, onto its float
+/// accumulator.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn finish_block<const R: usize>(
+    blk: &TileBlock,
+    act: &Q8KRows,
+    r0: usize,
+    b: usize,
+    isum: &[std::arch::x86_64::__m512i; R],
+    acc: &mut [std::arch::x86_64::__m512; R],
+) {
+    use std::arch::x86_64::*;
+    let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+    let wmin = _mm512_cvtph_ps(_mm256_loadu_si256(blk.dmin.as_ptr() as *const __m256i));
+    // mins of sub-blocks 2p and 2p + 1 in the low and high 16 bits of each row's lane
+    let mut pairs = [_mm512_setzero_si512(); 4];
+    for (p, v) in pairs.iter_mut().enumerate() {
+        let e = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add(2 * p * TILE) as *const __m128i));
+        let o = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.m.as_ptr().add((2 * p + 1) * TILE) as *const __m128i));
+        *v = _mm512_or_si512(e, _mm512_slli_epi32::<16>(o));
+    }
+    for r in 0..R {
+        let bi = (r0 + r) * act.kb + b;
+        // two sub-blocks per `vpdpwssd` (each activation sum is at most 32 · 128 in
+        // magnitude: it fits 16 bits)
+        let mut imin = _mm512_setzero_si512();
+        for (p, v) in pairs.iter().enumerate() {
+            let both = (act.sum32(bi, 2 * p) & 0xFFFF) | (act.sum32(bi, 2 * p + 1) << 16);
+            imin = _mm512_dpwssd_epi32(imin, *v, _mm512_set1_epi32(both));
+        }
+        let da = _mm512_set1_ps(act.d[bi]);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), _mm512_mul_ps(wd, da), acc[r]);
+        acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(wmin, da), acc[r]);
     }
 }
 

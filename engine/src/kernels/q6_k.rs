@@ -26,8 +26,11 @@ use super::TILE;
 use crate::{Error, Result};
 
 const BLOCK_BYTES: usize = 210;
-/// Activation rows processed per pass over a weight tile.
-pub const ROWS_PER_PASS: usize = 4;
+/// Activation rows processed per pass over a weight tile: up to 4 rows keep the four
+/// sub-block chains of every row in registers ([`tile_pass`]); 5 to 8 rows take one
+/// sub-block at a time ([`tile_pass_wide`]), so that a tile's weights stream from memory
+/// once for 8 rows.
+pub const ROWS_PER_PASS: usize = 8;
 /// On the first pass of several rows over a tile, the kernel prefetches the tile-block this
 /// many blocks ahead (53 cache lines, spread over the block's steps). A pass of several
 /// rows is busy enough between loads that the hardware prefetcher falls behind; one row is
@@ -154,7 +157,11 @@ unsafe fn tile_kernel(
         1 => tile_pass::<1>(blocks, first, kb, act, r0, ahead, (out, stride)),
         2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
         3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        5 => tile_pass_wide::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        6 => tile_pass_wide::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        7 => tile_pass_wide::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass_wide::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
@@ -176,7 +183,6 @@ unsafe fn tile_pass<const R: usize>(
     use std::arch::x86_64::*;
     let low4 = _mm512_set1_epi8(0x0F);
     let bits45 = _mm512_set1_epi8(0x30);
-    let low16 = _mm512_set1_epi32(0xFFFF);
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
@@ -226,27 +232,118 @@ unsafe fn tile_pass<const R: usize>(
                 }
             }
         }
-        let mut pairs = [_mm512_setzero_si512(); 8];
-        for (p, v) in pairs.iter_mut().enumerate() {
-            let e = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add(2 * p * TILE) as *const __m128i));
-            let o = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((2 * p + 1) * TILE) as *const __m128i));
-            *v = _mm512_or_si512(_mm512_and_si512(e, low16), _mm512_slli_epi32::<16>(o));
-        }
-        let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
-        for r in 0..R {
-            let bi = (r0 + r) * act.kb + b;
-            let sums = &act.sums16[bi * 16..bi * 16 + 16];
-            let mut off = _mm512_setzero_si512();
-            for (p, v) in pairs.iter().enumerate() {
-                let both = (sums[2 * p] & 0xFFFF) | (sums[2 * p + 1] << 16);
-                off = _mm512_dpwssd_epi32(off, *v, _mm512_set1_epi32(both));
-            }
-            let s = _mm512_sub_epi32(isum[r], _mm512_slli_epi32::<5>(off));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi])), acc[r]);
-        }
+        finish_block(blk, act, r0, b, &isum, &mut acc);
     }
     for (r, a) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+/// [`tile_pass`] for 5 to 8 rows: one sub-block (`kq`) at a time over the four 16-value
+/// groups that share its scale, one chain per row, so `R` sub-block sums, `R` integer block
+/// sums and `R` float accumulators fit the 32 vector registers. The integer sums are the same
+/// exact integers as [`tile_pass`]'s and the float steps the same ([`finish_block`]), so a
+/// row's result does not depend on which pass computed it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_pass_wide<const R: usize>(
+    blocks: &[TileBlock],
+    first: usize,
+    kb: usize,
+    act: &Q8KRows,
+    r0: usize,
+    ahead: usize,
+    (out, stride): (*mut f32, usize),
+) {
+    use std::arch::x86_64::*;
+    let low4 = _mm512_set1_epi8(0x0F);
+    let bits45 = _mm512_set1_epi8(0x30);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let qptr = act.qs.as_ptr();
+    let base = blocks.as_ptr();
+    for b in 0..kb {
+        let blk = &*base.add(first + b);
+        let qp = blk.q.as_ptr() as *const __m512i;
+        let scp = blk.sc.as_ptr();
+        let mut ap = [std::ptr::null::<i8>(); R];
+        for (r, p) in ap.iter_mut().enumerate() {
+            *p = qptr.add((r0 + r) * act.k + b * QK_K);
+        }
+        let mut isum = [_mm512_setzero_si512(); R];
+        for h in 0..2 {
+            for is in 0..2 {
+                if ahead > 0 {
+                    super::prefetch_share(blocks, first + b + ahead, 2 * h + is, 4);
+                }
+                for kq in 0..4 {
+                    let mut sub = [_mm512_setzero_si512(); R];
+                    for gg in 0..4 {
+                        let g = 4 * is + gg;
+                        let v = (h * 8 + g) * 3;
+                        let hb = _mm512_load_si512(qp.add(v + 2));
+                        // the same 6-bit operands as `tile_pass`'s `u[kq]`
+                        let u = match kq {
+                            0 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v)), low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
+                            1 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v + 1)), low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
+                            2 => _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v))), low4), _mm512_and_si512(hb, bits45)),
+                            _ => _mm512_or_si512(
+                                _mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v + 1))), low4),
+                                _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45),
+                            ),
+                        };
+                        for r in 0..R {
+                            let a = ap[r].add(128 * h + 4 * g + 32 * kq);
+                            sub[r] = _mm512_dpbusd_epi32(sub[r], u, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                        }
+                    }
+                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
+                    for r in 0..R {
+                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                    }
+                }
+            }
+        }
+        finish_block(blk, act, r0, b, &isum, &mut acc);
+    }
+    for (r, a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(out.add(r * stride), *a);
+    }
+}
+
+/// The end of a block for `R` rows: the `−32` offset (`32 · Σ_j sc_j · Σ q_a` over the
+/// 16-value sub-blocks, two per `vpdpwssd`) off each row's integer sum `isum`, then
+/// `d_w · d_a` onto its float accumulator.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn finish_block<const R: usize>(
+    blk: &TileBlock,
+    act: &Q8KRows,
+    r0: usize,
+    b: usize,
+    isum: &[std::arch::x86_64::__m512i; R],
+    acc: &mut [std::arch::x86_64::__m512; R],
+) {
+    use std::arch::x86_64::*;
+    let low16 = _mm512_set1_epi32(0xFFFF);
+    let scp = blk.sc.as_ptr();
+    let mut pairs = [_mm512_setzero_si512(); 8];
+    for (p, v) in pairs.iter_mut().enumerate() {
+        let e = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add(2 * p * TILE) as *const __m128i));
+        let o = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((2 * p + 1) * TILE) as *const __m128i));
+        *v = _mm512_or_si512(_mm512_and_si512(e, low16), _mm512_slli_epi32::<16>(o));
+    }
+    let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d.as_ptr() as *const __m256i));
+    for r in 0..R {
+        let bi = (r0 + r) * act.kb + b;
+        let sums = &act.sums16[bi * 16..bi * 16 + 16];
+        let mut off = _mm512_setzero_si512();
+        for (p, v) in pairs.iter().enumerate() {
+            let both = (sums[2 * p] & 0xFFFF) | (sums[2 * p + 1] << 16);
+            off = _mm512_dpwssd_epi32(off, *v, _mm512_set1_epi32(both));
+        }
+        let s = _mm512_sub_epi32(isum[r], _mm512_slli_epi32::<5>(off));
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi])), acc[r]);
     }
 }
 

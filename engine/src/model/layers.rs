@@ -208,9 +208,9 @@ fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMo
 pub enum Packed {
     /// Q8_0, 8 activation rows per weight load.
     Q8(PackedQ8),
-    /// Q4_K as stored, 4 activation rows per weight load.
+    /// Q4_K as stored, 8 activation rows per weight load.
     Q4K(PackedQ4K),
-    /// Q6_K as stored, 4 activation rows per weight load.
+    /// Q6_K as stored, 8 activation rows per weight load.
     Q6K(PackedQ6K),
 }
 
