@@ -129,6 +129,7 @@ where
             let (fill, empty) = (&fill, &empty);
             s.spawn(move || {
                 let mut release = MappedRelease::default();
+                let mut requantizer = RowRequantizer::default();
                 for (i, tile) in chunk.chunks_mut(kb).enumerate() {
                     for slot in tile.iter_mut() {
                         slot.write(empty.clone());
@@ -137,7 +138,13 @@ where
                     let tile = unsafe { &mut *(tile as *mut [std::mem::MaybeUninit<B>] as *mut [B]) };
                     let t = w * per + i;
                     for lane in 0..TILE {
-                        let Some((row, mapped)) = rows.get(t * TILE + lane) else { break };
+                        let Some((stored, mapped)) = rows.get(t * TILE + lane) else { break };
+                        let row = match rows.requantized(t * TILE + lane) {
+                            // every part's type and first row were checked by
+                            // `with_requantized_rows`, and a part's rows are all aligned alike
+                            Some(dtype) => requantizer.q8_0(dtype, stored, rows.k).expect("rows checked before packing"),
+                            None => stored,
+                        };
                         for (b, blk) in tile.iter_mut().enumerate() {
                             fill(blk, lane, &row[b * block_bytes..(b + 1) * block_bytes]);
                         }
@@ -218,6 +225,11 @@ pub struct StoredWeight<'a> {
 /// whether it lies in the mapped file.
 pub(crate) struct SourceRows<'a> {
     rows: Vec<(&'a [u8], bool)>,
+    /// Parts re-quantized to Q8_0 row by row as they are packed (see
+    /// [`with_requantized_rows`]): each such part's first row index and stored type.
+    requantize: Vec<(std::ops::Range<usize>, GgmlDType)>,
+    /// Values per row.
+    k: usize,
 }
 
 impl<'a> SourceRows<'a> {
@@ -229,6 +241,38 @@ impl<'a> SourceRows<'a> {
     /// Row `i`'s bytes and whether they lie in the mapped file.
     pub(crate) fn get(&self, i: usize) -> Option<(&'a [u8], bool)> {
         self.rows.get(i).copied()
+    }
+
+    /// The stored type of row `i` if it is to be re-quantized to Q8_0 as it is packed.
+    fn requantized(&self, i: usize) -> Option<GgmlDType> {
+        self.requantize.iter().find(|(rows, _)| rows.contains(&i)).map(|p| p.1)
+    }
+}
+
+/// Re-quantizes rows of another type to Q8_0 bytes (34 per 32 values), bit for bit what
+/// [`crate::model::layers::requantize_q8`] gives, in buffers reused from row to row.
+#[derive(Default)]
+struct RowRequantizer {
+    values: Vec<f32>,
+    bytes: Vec<u8>,
+}
+
+impl RowRequantizer {
+    /// `row` (of type `dtype`, `k` values) as Q8_0 bytes; `None` if it cannot be dequantized.
+    fn q8_0(&mut self, dtype: GgmlDType, row: &[u8], k: usize) -> Option<&[u8]> {
+        self.values.resize(k, 0.0);
+        if !crate::gguf::dequantize_into(dtype, row, &mut self.values) {
+            return None;
+        }
+        self.bytes.resize(k / 32 * 34, 0);
+        let vector = q8_0::quantizer_is_vector();
+        for (xs, blk) in self.values.chunks_exact(32).zip(self.bytes.chunks_exact_mut(34)) {
+            // SAFETY: i8 and u8 have the same layout; the 32 bytes after the scale are ours.
+            let q = unsafe { std::slice::from_raw_parts_mut(blk.as_mut_ptr().add(2) as *mut i8, 32) };
+            let (d, _) = q8_0::quantize_q8_0(xs, q, vector);
+            blk[..2].copy_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Some(&self.bytes)
     }
 }
 
@@ -270,7 +314,37 @@ pub(crate) fn with_stacked_rows<T>(
         }
         rows.extend(p.bytes.chunks_exact(row_bytes).map(|r| (r, p.mapped)));
     }
-    Ok(Some(f(&SourceRows { rows }, k)))
+    Ok(Some(f(&SourceRows { rows, requantize: Vec::new(), k }, k)))
+}
+
+/// [`with_stacked_rows`] for the Q8_0 kernel where parts of other types are re-quantized to
+/// Q8_0 as they are packed, row by row in a reused buffer: no re-quantized copy of a whole
+/// tensor is made (on a model of mostly Q5_0 weights, that copy's page faults and extra pass
+/// over memory were a third of the load). `None` (no call) when a part's type cannot be
+/// dequantized, its bytes are not aligned for its block type, or `k` is not a whole number
+/// of 32-value blocks and of the part's blocks.
+pub(crate) fn with_requantized_rows<T>(parts: &[StoredWeight], f: impl FnOnce(&SourceRows, usize) -> T) -> crate::Result<Option<T>> {
+    let Some(k) = parts.first().map(|p| p.k) else { return Ok(None) };
+    let (mut rows, mut requantize) = (Vec::new(), Vec::new());
+    for p in parts {
+        if p.k != k || k % 32 != 0 || k % p.dtype.block_size() != 0 {
+            return Ok(None);
+        }
+        let row_bytes = k / p.dtype.block_size() * p.dtype.type_size();
+        if p.bytes.len() != p.n * row_bytes {
+            return Err(crate::Error::Gguf(format!("{:?} tensor has {} bytes, expected {}", p.dtype, p.bytes.len(), p.n * row_bytes)));
+        }
+        if p.dtype != GgmlDType::Q8_0 {
+            // the type is handled and its rows aligned (a row is a whole number of blocks, so
+            // all rows of the part are aligned as the first)
+            if p.n > 0 && !crate::gguf::dequantize_into(p.dtype, &p.bytes[..row_bytes], &mut vec![0f32; k]) {
+                return Ok(None);
+            }
+            requantize.push((rows.len()..rows.len() + p.n, p.dtype));
+        }
+        rows.extend(p.bytes.chunks_exact(row_bytes).map(|r| (r, p.mapped)));
+    }
+    Ok(Some(f(&SourceRows { rows, requantize, k }, k)))
 }
 
 /// Prefetch share `part` of `parts` of tile-block `blocks[at]`'s cache lines into L1 (nothing

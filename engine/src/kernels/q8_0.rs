@@ -68,17 +68,32 @@ impl PackedQ8 {
         if !available() {
             return Ok(None);
         }
-        super::with_stacked_rows(parts, GgmlDType::Q8_0, |rows, k| {
-            let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
-            let blocks = super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
-                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-                for (i, &q) in src[2..].iter().enumerate() {
-                    let (g, j) = (i / 4, i % 4);
-                    blk.qs[g * TILE * 4 + lane * 4 + j] = (q as i8 as i16 + 128) as u8;
-                }
-            });
-            Self { n: rows.len(), k, blocks }
-        })
+        super::with_stacked_rows(parts, GgmlDType::Q8_0, Self::pack_rows)
+    }
+
+    /// [`Self::pack_stored`] where parts of other types (Q5_0, Q4_0, ...) are re-quantized to
+    /// Q8_0 as they are packed, bit for bit as [`crate::model::layers::requantize_q8`] would,
+    /// without a re-quantized copy of the whole tensor in between. `None` when a part's type
+    /// cannot be dequantized or the CPU lacks AVX512-VNNI.
+    pub fn pack_requantized(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
+        if !available() {
+            return Ok(None);
+        }
+        super::with_requantized_rows(parts, Self::pack_rows)
+    }
+
+    fn pack_rows(rows: &super::SourceRows, k: usize) -> Self {
+        let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
+        let blocks = super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
+            blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+            // 4 values at a time, each i8 `q` stored as the u8 `q + 128` (its top bit flipped)
+            for (g, four) in src[2..].chunks_exact(4).enumerate() {
+                let at = g * TILE * 4 + lane * 4;
+                let flipped = u32::from_le_bytes([four[0], four[1], four[2], four[3]]) ^ 0x8080_8080;
+                blk.qs[at..at + 4].copy_from_slice(&flipped.to_le_bytes());
+            }
+        });
+        Self { n: rows.len(), k, blocks }
     }
 
     /// Output width.
@@ -155,6 +170,14 @@ pub fn quantizer_is_vector() -> bool {
 /// of the values. `vector` (from [`quantizer_is_vector`]) picks the AVX-512 rounding, which
 /// gives the same bits.
 pub fn quantize_q8_0(xs: &[f32], q: &mut [i8], vector: bool) -> (f16, i32) {
+    #[cfg(target_arch = "x86_64")]
+    let amax = if vector && xs.len() == QK {
+        // SAFETY: as below; 32 values.
+        unsafe { abs_max_avx512(xs) }
+    } else {
+        xs.iter().fold(0f32, |a, &v| a.max(v.abs()))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
     let amax = xs.iter().fold(0f32, |a, &v| a.max(v.abs()));
     let scale = amax / 127.0;
     let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
@@ -172,6 +195,19 @@ pub fn quantize_q8_0(xs: &[f32], q: &mut [i8], vector: bool) -> (f16, i32) {
         quantize_block(xs, inv, q)
     };
     (f16::from_f32(scale), s)
+}
+
+/// `max |x|` of 32 values, as the scalar `fold(0, |a, v| a.max(v.abs()))`: NaNs are skipped
+/// (`vmaxps` returns its second operand, the running maximum, when the first is NaN).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn abs_max_avx512(xs: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_abs_ps(_mm512_loadu_ps(xs.as_ptr()));
+    let b = _mm512_abs_ps(_mm512_loadu_ps(xs.as_ptr().add(16)));
+    let m = _mm512_max_ps(a, _mm512_setzero_ps());
+    let m = _mm512_max_ps(b, m);
+    _mm512_reduce_max_ps(m)
 }
 
 /// Quantize one block with the multiplier `inv`; returns the sum of the quantized values.
@@ -379,6 +415,16 @@ mod tests {
         let (mut a, mut b) = ([0i8; 32], [0i8; 32]);
         assert_eq!(quantize_block(&odd, 2.0, &mut a), unsafe { quantize_block_avx512(&odd, 2.0, &mut b) });
         assert_eq!(a, b);
+        // the block maximum skips NaNs as the scalar fold does, wherever they sit
+        let scalar = |v: &[f32]| v.iter().fold(0f32, |a, &x| a.max(x.abs()));
+        for at in [0, 7, 16, 31] {
+            let mut v = xs.clone();
+            v[at] = f32::NAN;
+            v[(at + 9) % 32] = -f32::INFINITY * (at % 2) as f32 - 40.0;
+            assert_eq!(unsafe { abs_max_avx512(&v) }.to_bits(), scalar(&v).to_bits(), "NaN at {at}");
+        }
+        assert_eq!(unsafe { abs_max_avx512(&[f32::NAN; 32]) }, 0.0);
+        assert_eq!(unsafe { abs_max_avx512(&xs) }, scalar(&xs));
     }
 
     #[test]

@@ -177,6 +177,17 @@ fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMo
         let [n, k] = dims[..] else { return Ok(None) };
         stored.push(StoredWeight { bytes, dtype, n, k, mapped: true });
     }
+    // every part ends up Q8_0 and one needs converting: packed straight from the stored rows
+    if stored.iter().any(|w| to_q8(mode, w.dtype, device))
+        && stored.iter().all(|w| w.dtype == GgmlDType::Q8_0 || to_q8(mode, w.dtype, device))
+    {
+        if let Some(p) = crate::kernels::q8_0::PackedQ8::pack_requantized(&stored)? {
+            for w in &stored {
+                crate::gguf::release_pages(w.bytes);
+            }
+            return Ok(Some(Packed::Q8(p)));
+        }
+    }
     let mut converted = Vec::with_capacity(stored.len());
     for w in &stored {
         converted.push(if to_q8(mode, w.dtype, device) {
