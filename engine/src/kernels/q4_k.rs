@@ -26,8 +26,8 @@ use crate::{Error, Result};
 const BLOCK_BYTES: usize = 144;
 use super::TILE;
 /// Activation rows processed per pass over a weight tile: up to 4 rows keep both nibble
-/// chains of every row in registers ([`tile_pass`]); 5 to 8 rows take one sub-block at a
-/// time ([`tile_pass_wide`]), so that a tile's weights stream from memory once for 8 rows.
+/// chains of every row in registers; 5 to 8 rows take one sub-block at a time (both in
+/// [`tile_pass`]), so that a tile's weights stream from memory once for 8 rows.
 pub const ROWS_PER_PASS: usize = 8;
 /// On the first pass of several rows over a tile, the kernel prefetches the tile-block this
 /// many blocks ahead (37 cache lines, spread over the block's steps). A pass of several
@@ -166,16 +166,20 @@ unsafe fn tile_kernel(
         2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
         3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
         4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        5 => tile_pass_wide::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        6 => tile_pass_wide::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        7 => tile_pass_wide::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass_wide::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        5 => tile_pass::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        6 => tile_pass::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        7 => tile_pass::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
 /// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
-/// `out + r * stride`. Low and high nibbles (sub-blocks `2c` and `2c + 1`) accumulate in
-/// separate chains, so even one row keeps two `vpdpbusd` chains in flight.
+/// `out + r * stride`. Up to 4 rows, low and high nibbles (sub-blocks `2c` and `2c + 1`)
+/// accumulate in separate chains, so even one row keeps two `vpdpbusd` chains in flight.
+/// 5 to 8 rows take the low nibbles of a chunk, then its high nibbles, one chain per row, so
+/// `R` sub-block sums, `R` integer block sums and `R` float accumulators fit the 32 vector
+/// registers. Both add up the same exact integers and end each block alike
+/// ([`finish_block`]), so a row's result does not depend on the pass that computed it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_pass<const R: usize>(
@@ -204,80 +208,44 @@ unsafe fn tile_pass<const R: usize>(
             if ahead > 0 {
                 super::prefetch_share(blocks, first + b + ahead, c, 4);
             }
-            let mut lo_acc = [_mm512_setzero_si512(); R];
-            let mut hi_acc = [_mm512_setzero_si512(); R];
-            for g in 0..8 {
-                let v = _mm512_load_si512(wp.add(c * 8 + g));
-                let lo = _mm512_and_si512(v, nib);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
-                for r in 0..R {
-                    let a = ap[r].add(64 * c + 4 * g);
-                    let alo = _mm512_set1_epi32((a as *const i32).read_unaligned());
-                    let ahi = _mm512_set1_epi32((a.add(32) as *const i32).read_unaligned());
-                    lo_acc[r] = _mm512_dpbusd_epi32(lo_acc[r], lo, alo);
-                    hi_acc[r] = _mm512_dpbusd_epi32(hi_acc[r], hi, ahi);
-                }
-            }
-            let sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add(2 * c * TILE) as *const __m128i));
-            let sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + 1) * TILE) as *const __m128i));
-            for r in 0..R {
-                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(lo_acc[r], sc_lo));
-                isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(hi_acc[r], sc_hi));
-            }
-        }
-        finish_block(blk, act, r0, b, &isum, &mut acc);
-    }
-    for (r, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.add(r * stride), *a);
-    }
-}
-
-/// [`tile_pass`] for 5 to 8 rows: the low nibbles of a chunk (sub-block `2c`), then its high
-/// nibbles (`2c + 1`), one chain per row, so `R` sub-block sums, `R` integer block sums and
-/// `R` float accumulators fit the 32 vector registers. The integer sums are the same exact
-/// integers as [`tile_pass`]'s, and the float steps the same ([`finish_block`]), so a row's
-/// result does not depend on which pass computed it.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_pass_wide<const R: usize>(
-    blocks: &[TileBlock],
-    first: usize,
-    kb: usize,
-    act: &Q8KRows,
-    r0: usize,
-    ahead: usize,
-    (out, stride): (*mut f32, usize),
-) {
-    use std::arch::x86_64::*;
-    let nib = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); R];
-    let qptr = act.qs.as_ptr();
-    let base = blocks.as_ptr();
-    for b in 0..kb {
-        let blk = &*base.add(first + b);
-        let wp = blk.qs.as_ptr() as *const __m512i;
-        let mut ap = [std::ptr::null::<i8>(); R];
-        for (r, p) in ap.iter_mut().enumerate() {
-            *p = qptr.add((r0 + r) * act.k + b * QK_K);
-        }
-        let mut isum = [_mm512_setzero_si512(); R];
-        for c in 0..4 {
-            if ahead > 0 {
-                super::prefetch_share(blocks, first + b + ahead, c, 4);
-            }
-            for half in 0..2 {
-                let mut sub = [_mm512_setzero_si512(); R];
+            if R <= 4 {
+                // both nibble chains of every row at once
+                let mut lo_acc = [_mm512_setzero_si512(); R];
+                let mut hi_acc = [_mm512_setzero_si512(); R];
                 for g in 0..8 {
                     let v = _mm512_load_si512(wp.add(c * 8 + g));
-                    let w = if half == 0 { _mm512_and_si512(v, nib) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib) };
+                    let lo = _mm512_and_si512(v, nib);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
                     for r in 0..R {
-                        let a = ap[r].add(64 * c + 32 * half + 4 * g);
-                        sub[r] = _mm512_dpbusd_epi32(sub[r], w, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                        let a = ap[r].add(64 * c + 4 * g);
+                        let alo = _mm512_set1_epi32((a as *const i32).read_unaligned());
+                        let ahi = _mm512_set1_epi32((a.add(32) as *const i32).read_unaligned());
+                        lo_acc[r] = _mm512_dpbusd_epi32(lo_acc[r], lo, alo);
+                        hi_acc[r] = _mm512_dpbusd_epi32(hi_acc[r], hi, ahi);
                     }
                 }
-                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + half) * TILE) as *const __m128i));
+                let sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add(2 * c * TILE) as *const __m128i));
+                let sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + 1) * TILE) as *const __m128i));
                 for r in 0..R {
-                    isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                    isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(lo_acc[r], sc_lo));
+                    isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(hi_acc[r], sc_hi));
+                }
+            } else {
+                // the low nibbles (sub-block 2c), then the high ones (2c + 1): one chain per row
+                for half in 0..2 {
+                    let mut sub = [_mm512_setzero_si512(); R];
+                    for g in 0..8 {
+                        let v = _mm512_load_si512(wp.add(c * 8 + g));
+                        let w = if half == 0 { _mm512_and_si512(v, nib) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib) };
+                        for r in 0..R {
+                            let a = ap[r].add(64 * c + 32 * half + 4 * g);
+                            sub[r] = _mm512_dpbusd_epi32(sub[r], w, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                        }
+                    }
+                    let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(blk.sc.as_ptr().add((2 * c + half) * TILE) as *const __m128i));
+                    for r in 0..R {
+                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                    }
                 }
             }
         }

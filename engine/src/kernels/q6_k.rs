@@ -28,7 +28,7 @@ use crate::{Error, Result};
 const BLOCK_BYTES: usize = 210;
 /// Activation rows processed per pass over a weight tile: up to 4 rows keep the four
 /// sub-block chains of every row in registers ([`tile_pass`]); 5 to 8 rows take one
-/// sub-block at a time ([`tile_pass_wide`]), so that a tile's weights stream from memory
+/// sub-block at a time (both in [`tile_pass`]), so that a tile's weights stream from memory
 /// once for 8 rows.
 pub const ROWS_PER_PASS: usize = 8;
 /// On the first pass of several rows over a tile, the kernel prefetches the tile-block this
@@ -158,17 +158,21 @@ unsafe fn tile_kernel(
         2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
         3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
         4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        5 => tile_pass_wide::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        6 => tile_pass_wide::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        7 => tile_pass_wide::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass_wide::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        5 => tile_pass::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        6 => tile_pass::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        7 => tile_pass::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
 /// `R` activation rows against one 16-row weight tile, with the 6-bit operands in
 /// `vpdpbusd` (u6 × i8, four products per lane) into one integer sum per 16-value sub-block
 /// and row, each multiplied by its scale once (`vpmulld`): one multiply instruction per
-/// operand instead of two.
+/// operand instead of two. Up to 4 rows keep the four sub-block chains of every row; 5 to 8
+/// rows take one sub-block at a time, one chain per row, so `R` sub-block sums, `R` integer
+/// block sums and `R` float accumulators fit the 32 vector registers. Both add up the same
+/// exact integers and end each block alike ([`finish_block`]), so a row's result does not
+/// depend on the pass that computed it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn tile_pass<const R: usize>(
@@ -201,104 +205,63 @@ unsafe fn tile_pass<const R: usize>(
                     // a quarter of the block `ahead` tile-blocks on per (h, is)
                     super::prefetch_share(blocks, first + b + ahead, 2 * h + is, 4);
                 }
-                // sub-block 8h + is + 2kq holds values 128h + 16is + 32kq + (0..16)
-                let mut part = [[_mm512_setzero_si512(); R]; 4];
-                for gg in 0..4 {
-                    let g = 4 * is + gg;
-                    let v = (h * 8 + g) * 3;
-                    let l0 = _mm512_load_si512(qp.add(v));
-                    let l1 = _mm512_load_si512(qp.add(v + 1));
-                    let hb = _mm512_load_si512(qp.add(v + 2));
-                    // value kq's high 2 bits sit at bits 2kq, 2kq+1 of its qh byte
-                    let u = [
-                        _mm512_or_si512(_mm512_and_si512(l0, low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
-                        _mm512_or_si512(_mm512_and_si512(l1, low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l0), low4), _mm512_and_si512(hb, bits45)),
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l1), low4), _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45)),
-                    ];
-                    for r in 0..R {
-                        let a = ap[r].add(128 * h + 4 * g);
-                        for kq in 0..4 {
-                            let av = _mm512_set1_epi32((a.add(32 * kq) as *const i32).read_unaligned());
-                            part[kq][r] = _mm512_dpbusd_epi32(part[kq][r], u[kq], av);
-                        }
-                    }
-                }
-                for (kq, p) in part.iter().enumerate() {
-                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
-                    for r in 0..R {
-                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(p[r], sc));
-                    }
-                }
-            }
-        }
-        finish_block(blk, act, r0, b, &isum, &mut acc);
-    }
-    for (r, a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(out.add(r * stride), *a);
-    }
-}
-
-/// [`tile_pass`] for 5 to 8 rows: one sub-block (`kq`) at a time over the four 16-value
-/// groups that share its scale, one chain per row, so `R` sub-block sums, `R` integer block
-/// sums and `R` float accumulators fit the 32 vector registers. The integer sums are the same
-/// exact integers as [`tile_pass`]'s and the float steps the same ([`finish_block`]), so a
-/// row's result does not depend on which pass computed it.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_pass_wide<const R: usize>(
-    blocks: &[TileBlock],
-    first: usize,
-    kb: usize,
-    act: &Q8KRows,
-    r0: usize,
-    ahead: usize,
-    (out, stride): (*mut f32, usize),
-) {
-    use std::arch::x86_64::*;
-    let low4 = _mm512_set1_epi8(0x0F);
-    let bits45 = _mm512_set1_epi8(0x30);
-    let mut acc = [_mm512_setzero_ps(); R];
-    let qptr = act.qs.as_ptr();
-    let base = blocks.as_ptr();
-    for b in 0..kb {
-        let blk = &*base.add(first + b);
-        let qp = blk.q.as_ptr() as *const __m512i;
-        let scp = blk.sc.as_ptr();
-        let mut ap = [std::ptr::null::<i8>(); R];
-        for (r, p) in ap.iter_mut().enumerate() {
-            *p = qptr.add((r0 + r) * act.k + b * QK_K);
-        }
-        let mut isum = [_mm512_setzero_si512(); R];
-        for h in 0..2 {
-            for is in 0..2 {
-                if ahead > 0 {
-                    super::prefetch_share(blocks, first + b + ahead, 2 * h + is, 4);
-                }
-                for kq in 0..4 {
-                    let mut sub = [_mm512_setzero_si512(); R];
+                if R <= 4 {
+                    // sub-block 8h + is + 2kq holds values 128h + 16is + 32kq + (0..16)
+                    let mut part = [[_mm512_setzero_si512(); R]; 4];
                     for gg in 0..4 {
                         let g = 4 * is + gg;
                         let v = (h * 8 + g) * 3;
+                        let l0 = _mm512_load_si512(qp.add(v));
+                        let l1 = _mm512_load_si512(qp.add(v + 1));
                         let hb = _mm512_load_si512(qp.add(v + 2));
-                        // the same 6-bit operands as `tile_pass`'s `u[kq]`
-                        let u = match kq {
-                            0 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v)), low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
-                            1 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v + 1)), low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
-                            2 => _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v))), low4), _mm512_and_si512(hb, bits45)),
-                            _ => _mm512_or_si512(
-                                _mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v + 1))), low4),
-                                _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45),
-                            ),
-                        };
+                        // value kq's high 2 bits sit at bits 2kq, 2kq+1 of its qh byte
+                        let u = [
+                            _mm512_or_si512(_mm512_and_si512(l0, low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
+                            _mm512_or_si512(_mm512_and_si512(l1, low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
+                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l0), low4), _mm512_and_si512(hb, bits45)),
+                            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l1), low4), _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45)),
+                        ];
                         for r in 0..R {
-                            let a = ap[r].add(128 * h + 4 * g + 32 * kq);
-                            sub[r] = _mm512_dpbusd_epi32(sub[r], u, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                            let a = ap[r].add(128 * h + 4 * g);
+                            for kq in 0..4 {
+                                let av = _mm512_set1_epi32((a.add(32 * kq) as *const i32).read_unaligned());
+                                part[kq][r] = _mm512_dpbusd_epi32(part[kq][r], u[kq], av);
+                            }
                         }
                     }
-                    let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
-                    for r in 0..R {
-                        isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                    for (kq, p) in part.iter().enumerate() {
+                        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
+                        for r in 0..R {
+                            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(p[r], sc));
+                        }
+                    }
+                } else {
+                    // one sub-block (`kq`) at a time over the four groups that share its scale
+                    for kq in 0..4 {
+                        let mut sub = [_mm512_setzero_si512(); R];
+                        for gg in 0..4 {
+                            let g = 4 * is + gg;
+                            let v = (h * 8 + g) * 3;
+                            let hb = _mm512_load_si512(qp.add(v + 2));
+                            // the same 6-bit operands as `u[kq]` above
+                            let u = match kq {
+                                0 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v)), low4), _mm512_and_si512(_mm512_slli_epi16::<4>(hb), bits45)),
+                                1 => _mm512_or_si512(_mm512_and_si512(_mm512_load_si512(qp.add(v + 1)), low4), _mm512_and_si512(_mm512_slli_epi16::<2>(hb), bits45)),
+                                2 => _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v))), low4), _mm512_and_si512(hb, bits45)),
+                                _ => _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<4>(_mm512_load_si512(qp.add(v + 1))), low4),
+                                    _mm512_and_si512(_mm512_srli_epi16::<2>(hb), bits45),
+                                ),
+                            };
+                            for r in 0..R {
+                                let a = ap[r].add(128 * h + 4 * g + 32 * kq);
+                                sub[r] = _mm512_dpbusd_epi32(sub[r], u, _mm512_set1_epi32((a as *const i32).read_unaligned()));
+                            }
+                        }
+                        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(scp.add((8 * h + is + 2 * kq) * TILE) as *const __m128i));
+                        for r in 0..R {
+                            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(sub[r], sc));
+                        }
                     }
                 }
             }
