@@ -265,13 +265,7 @@ impl RowRequantizer {
             return None;
         }
         self.bytes.resize(k / 32 * 34, 0);
-        let vector = q8_0::quantizer_is_vector();
-        for (xs, blk) in self.values.chunks_exact(32).zip(self.bytes.chunks_exact_mut(34)) {
-            // SAFETY: i8 and u8 have the same layout; the 32 bytes after the scale are ours.
-            let q = unsafe { std::slice::from_raw_parts_mut(blk.as_mut_ptr().add(2) as *mut i8, 32) };
-            let (d, _) = q8_0::quantize_q8_0(xs, q, vector);
-            blk[..2].copy_from_slice(&d.to_bits().to_le_bytes());
-        }
+        q8_0::quantize_blocks(&self.values, &mut self.bytes, q8_0::quantizer_is_vector());
         Some(&self.bytes)
     }
 }

@@ -197,6 +197,18 @@ pub fn quantize_q8_0(xs: &[f32], q: &mut [i8], vector: bool) -> (f16, i32) {
     (f16::from_f32(scale), s)
 }
 
+/// `xs` (a whole number of 32-value blocks) as Q8_0 blocks in `out`, 34 bytes each (the f16
+/// scale, then the 32 values), by [`quantize_q8_0`]: the byte layout of candle's `BlockQ8_0`.
+pub fn quantize_blocks(xs: &[f32], out: &mut [u8], vector: bool) {
+    for (xs, blk) in xs.chunks_exact(QK).zip(out.chunks_exact_mut(34)) {
+        let (d, q) = blk.split_at_mut(2);
+        // SAFETY: i8 and u8 have the same size and alignment, and any bits are valid in both.
+        let q = unsafe { std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut i8, QK) };
+        let (scale, _) = quantize_q8_0(xs, q, vector);
+        d.copy_from_slice(&scale.to_bits().to_le_bytes());
+    }
+}
+
 /// `max |x|` of 32 values, as the scalar `fold(0, |a, v| a.max(v.abs()))`: NaNs are skipped
 /// (`vmaxps` returns its second operand, the running maximum, when the first is NaN).
 #[cfg(target_arch = "x86_64")]

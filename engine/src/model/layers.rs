@@ -137,15 +137,14 @@ pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
-                    for (i, xs) in vals.chunks_exact(32).enumerate() {
-                        // SAFETY: block r * blocks_per_row + i lies in this worker's rows,
-                        // inside the capacity reserved above, written by no other thread;
-                        // BlockQ8_0 is repr(C): an f16 scale, then 32 i8 values (34 bytes).
-                        let blk = unsafe { (out_addr as *mut u8).add((r * blocks_per_row + i) * std::mem::size_of::<BlockQ8_0>()) };
-                        let q = unsafe { std::slice::from_raw_parts_mut(blk.add(2) as *mut i8, 32) };
-                        let (d, _) = crate::kernels::q8_0::quantize_q8_0(xs, q, vector);
-                        unsafe { std::ptr::copy_nonoverlapping(d.to_bits().to_le_bytes().as_ptr(), blk, 2) };
-                    }
+                    // SAFETY: blocks r * blocks_per_row .. r1 * blocks_per_row lie in this
+                    // worker's rows, inside the capacity reserved above, written by no other
+                    // thread; BlockQ8_0 is repr(C): an f16 scale, then 32 i8 values (34 bytes).
+                    let block = std::mem::size_of::<BlockQ8_0>();
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut((out_addr as *mut u8).add(r * blocks_per_row * block), (r1 - r) * blocks_per_row * block)
+                    };
+                    crate::kernels::q8_0::quantize_blocks(vals, dst, vector);
                     if mapped {
                         release.done(&data[r * row_bytes..r1 * row_bytes]);
                     }
@@ -615,5 +614,24 @@ mod tests {
             assert_eq!(ours.shape().dims(), &[rows, k]);
             assert_eq!(ours.data().unwrap(), theirs.data().unwrap(), "{dtype:?}");
         }
+    }
+
+    /// Re-quantizing row by row while packing (the load path) gives the very weights that
+    /// packing a re-quantized copy gives, a fused Q8_0 part included.
+    #[test]
+    fn requantized_while_packing_equals_packing_a_requantized_copy() {
+        if !crate::kernels::q8_0::available() {
+            return;
+        }
+        let dev = Device::Cpu;
+        let k = 512;
+        let a = QTensor::quantize(&Tensor::randn(0f32, 1.0, (40, k), &dev).unwrap(), GgmlDType::Q5_0).unwrap();
+        let b = QTensor::quantize(&Tensor::randn(0f32, 1.0, (24, k), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
+        let c = QTensor::quantize(&Tensor::randn(0f32, 1.0, (9, k), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        let fused = crate::kernels::with_stored(&[&a, &b, &c], PackedQ8::pack_requantized).unwrap().unwrap();
+        let copies = [requantize_q8(&a).unwrap(), b, requantize_q8(&c).unwrap()];
+        let packed = PackedQ8::pack(&copies.iter().collect::<Vec<_>>()).unwrap().unwrap();
+        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (3, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(fused.matmul(&x, 3).unwrap(), packed.matmul(&x, 3).unwrap());
     }
 }
