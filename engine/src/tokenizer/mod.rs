@@ -1,7 +1,7 @@
 //! The tokenizer, built from the GGUF's own vocabulary (no `tokenizer.json` needed).
 //!
-//! This module owns turning `tokenizer.ggml.*` metadata into a [`tokenizers::Tokenizer`] that
-//! gives the same ids as llama.cpp, plus the pieces a runtime needs around it: BOS/EOS and
+//! This module owns turning `tokenizer.ggml.*` metadata into a [`GgufTokenizer`] that gives
+//! the same ids as llama.cpp, plus the pieces a runtime needs around it: BOS/EOS and
 //! end-of-generation ids, lookup of control tokens by name (for chat templates), decoding
 //! and [`deal_backend::TextCodec`] for it (streamed decoding: [`deal_backend::codec::StreamDecoder`]).
 //!
