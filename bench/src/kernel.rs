@@ -1,4 +1,4 @@
-//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q6_K) against candle's
+//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q6_K, Q5_0, Q4_0) against candle's
 //! `QMatMul` on the same type, on the loaded model's own weight shapes, at several activation
 //! row counts: time per call, the ratio, GMAC/s, the weight bytes streamed per second (against
 //! the machine's copy bandwidth, the batch-1 roof), and what `m` rows cost relative to one row
@@ -20,7 +20,9 @@ pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
         "q8_0" => GgmlDType::Q8_0,
         "q4_k" => GgmlDType::Q4K,
         "q6_k" => GgmlDType::Q6K,
-        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q6_k)"),
+        "q5_0" => GgmlDType::Q5_0,
+        "q4_0" => GgmlDType::Q4_0,
+        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q6_k, q5_0, q4_0)"),
     })
 }
 
@@ -29,7 +31,7 @@ pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
 pub struct KernelPoint {
     /// Which weight: qkv, attn_out, gate_up, down, output.
     pub weight: String,
-    /// Its type (Q8_0, Q4K, Q6K).
+    /// Its type (Q8_0, Q4K, Q6K, Q5_0, Q4_0).
     pub dtype: String,
     /// Output width.
     pub n: usize,
@@ -75,7 +77,9 @@ pub fn run(cfg: &ModelConfig, types: &[GgmlDType], rows: &[usize], min_secs: f64
     let dev = Device::Cpu;
     let mut out = Vec::new();
     for (&dtype, (name, n, k)) in types.iter().flat_map(|t| shapes.iter().map(move |s| (t, *s))) {
-        if k % dtype.block_size() != 0 {
+        // (candle's Q5_0 and Q4_0 dot products take an even number of 32-value blocks)
+        let even_blocks = !matches!(dtype, GgmlDType::Q5_0 | GgmlDType::Q4_0) || k % 64 == 0;
+        if k % dtype.block_size() != 0 || !even_blocks {
             continue;
         }
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev)?, dtype)?;

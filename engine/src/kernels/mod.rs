@@ -1,10 +1,13 @@
 //! Hand-written CPU kernels for the hot paths, where candle's generic path leaves speed on the
-//! table: the batched Q4_K and Q6_K matmuls on the stored weights (over Q8_K activations), the batched Q8_0 matmul (checks CPU features at run time and reports `None` when it
-//! cannot run, so callers fall back to candle), decode-step attention on plain slices, and
-//! vectorisable scalar math.
+//! table: the batched Q4_K and Q6_K matmuls on the stored weights (over Q8_K activations), the
+//! batched Q8_0, Q5_0 and Q4_0 matmuls (the latter two on their stored bits, all over Q8_0
+//! activations; each checks CPU features at run time and reports `None` when it cannot run,
+//! so callers fall back to candle), decode-step attention on plain slices, and vectorisable
+//! scalar math.
 
 pub mod attention;
 pub mod q4_k;
+pub mod q5_0;
 pub mod q6_k;
 pub mod q8_k;
 pub use deal_backend::math;

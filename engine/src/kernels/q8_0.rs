@@ -11,10 +11,14 @@
 //!
 //! Arithmetic is the same as ggml/candle's Q8_0 path (activations quantized per 32 values
 //! with an f16 scale), so results agree with `QMatMul` up to float summation order.
+//!
+//! [`PackedQ8`] also holds the Q5_0 and Q4_0 tiles of [`super::q5_0`], which take the same
+//! activations: a fused projection may mix the three types.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 
+use super::q5_0::{TileQ4, TileQ5};
 use crate::{Error, Result};
 
 const QK: usize = 32;
@@ -34,11 +38,38 @@ struct TileBlock {
     d: [u16; TILE],
 }
 
-/// Q8_0 weights `[n, k]` repacked for the VNNI kernel.
+/// Weights `[n, k]` of the types that run against Q8_0 activations, repacked for the VNNI
+/// kernels: Q8_0 tiles, and Q5_0 / Q4_0 tiles on their stored bits ([`super::q5_0`]). The
+/// projections fused into one matmul may mix them (Gemma 3 270M's q and k are Q5_0, its v
+/// Q8_0 in some layers): each part becomes a run of tiles of its own type, and one
+/// quantization of the activations feeds them all.
 pub struct PackedQ8 {
     n: usize,
     k: usize,
-    blocks: Vec<TileBlock>,
+    segments: Vec<Segment>,
+}
+
+/// A run of tiles of one type, from output tile `first_tile` on.
+struct Segment {
+    first_tile: usize,
+    tiles: Tiles,
+}
+
+/// One type's tiles.
+enum Tiles {
+    Q8_0(Vec<TileBlock>),
+    Q5_0(Vec<TileQ5>),
+    Q4_0(Vec<TileQ4>),
+}
+
+impl Tiles {
+    fn bytes(&self) -> usize {
+        match self {
+            Tiles::Q8_0(v) => v.len() * std::mem::size_of::<TileBlock>(),
+            Tiles::Q5_0(v) => v.len() * std::mem::size_of::<TileQ5>(),
+            Tiles::Q4_0(v) => v.len() * std::mem::size_of::<TileQ4>(),
+        }
+    }
 }
 
 /// Whether this CPU can run the kernel.
@@ -56,19 +87,50 @@ pub fn available() -> bool {
 }
 
 impl PackedQ8 {
-    /// Repack Q8_0 weights; several tensors with the same `k` are stacked along `n`
-    /// (fused q/k/v or gate/up projections). `None` if a tensor is not Q8_0, `k` is not a
-    /// multiple of 32, or the CPU lacks AVX512-VNNI.
+    /// Repack Q8_0, Q5_0 or Q4_0 weights; several tensors with the same `k` are stacked along
+    /// `n` (fused q/k/v or gate/up projections), each on its own type's tiles. `None` if a
+    /// tensor is of another type, `k` is not a multiple of 32, a part other than the last
+    /// changes type after a row count that is not a multiple of 16, or the CPU lacks
+    /// AVX512-VNNI.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
         super::with_stored(ts, Self::pack_stored)
     }
 
     /// [`Self::pack`] on stored bytes (the memory-mapped file's, at load).
     pub fn pack_stored(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
-        if !available() {
+        if !available() || parts.is_empty() {
             return Ok(None);
         }
-        super::with_stacked_rows(parts, GgmlDType::Q8_0, Self::pack_rows)
+        let family = |t: GgmlDType| matches!(t, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0);
+        if parts.iter().any(|p| !family(p.dtype)) {
+            return Ok(None);
+        }
+        // runs of parts of one type; a run that is not the last must end on a tile boundary
+        let mut runs: Vec<&[super::StoredWeight]> = Vec::new();
+        let mut start = 0;
+        for i in 1..=parts.len() {
+            if i == parts.len() || parts[i].dtype != parts[start].dtype {
+                runs.push(&parts[start..i]);
+                start = i;
+            }
+        }
+        let (mut segments, mut first_tile, mut n) = (Vec::with_capacity(runs.len()), 0, 0);
+        for (i, run) in runs.iter().enumerate() {
+            let rows: usize = run.iter().map(|p| p.n).sum();
+            if i + 1 < runs.len() && rows % TILE != 0 {
+                return Ok(None);
+            }
+            let packed = super::with_stacked_rows(run, run[0].dtype, |rows, k| match run[0].dtype {
+                GgmlDType::Q5_0 => Tiles::Q5_0(super::q5_0::pack(rows, k)),
+                GgmlDType::Q4_0 => Tiles::Q4_0(super::q5_0::pack(rows, k)),
+                _ => Tiles::Q8_0(Self::pack_q8_tiles(rows, k)),
+            })?;
+            let Some(tiles) = packed else { return Ok(None) };
+            segments.push(Segment { first_tile, tiles });
+            first_tile += rows.div_ceil(TILE);
+            n += rows;
+        }
+        Ok(Some(Self { n, k: parts[0].k, segments }))
     }
 
     /// [`Self::pack_stored`] where parts of other types (Q5_0, Q4_0, ...) are re-quantized to
@@ -83,8 +145,13 @@ impl PackedQ8 {
     }
 
     fn pack_rows(rows: &super::SourceRows, k: usize) -> Self {
+        let segments = vec![Segment { first_tile: 0, tiles: Tiles::Q8_0(Self::pack_q8_tiles(rows, k)) }];
+        Self { n: rows.len(), k, segments }
+    }
+
+    fn pack_q8_tiles(rows: &super::SourceRows, k: usize) -> Vec<TileBlock> {
         let empty = TileBlock { qs: [128; QK * TILE], d: [0; TILE] };
-        let blocks = super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
+        super::pack_tiles(rows, k / QK, 34, empty, |blk, lane, src| {
             blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
             // 4 values at a time, each i8 `q` stored as the u8 `q + 128` (its top bit flipped)
             for (g, four) in src[2..].chunks_exact(4).enumerate() {
@@ -92,8 +159,7 @@ impl PackedQ8 {
                 let flipped = u32::from_le_bytes([four[0], four[1], four[2], four[3]]) ^ 0x8080_8080;
                 blk.qs[at..at + 4].copy_from_slice(&flipped.to_le_bytes());
             }
-        });
-        Self { n: rows.len(), k, blocks }
+        })
     }
 
     /// Output width.
@@ -108,7 +174,7 @@ impl PackedQ8 {
 
     /// Bytes the packed weights hold.
     pub fn bytes(&self) -> usize {
-        self.blocks.len() * std::mem::size_of::<TileBlock>()
+        self.segments.iter().map(|s| s.tiles.bytes()).sum()
     }
 
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
@@ -119,29 +185,35 @@ impl PackedQ8 {
         let act = QuantizedRows::new(lhs, m, self.k);
         let kb = self.k / QK;
         let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+            let Some(seg) = self.segments.iter().rev().find(|s| s.first_tile <= t) else { return };
+            let (at, prefetch) = ((t - seg.first_tile) * kb, first && rows > 1);
             // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
             // rows of 16 floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride)
+                match &seg.tiles {
+                    Tiles::Q8_0(b) => tile_kernel(b, at, kb, &act, r0, rows, prefetch, out, stride),
+                    Tiles::Q5_0(b) => super::q5_0::tile_kernel(b, at, kb, &act, r0, rows, prefetch, out, stride),
+                    Tiles::Q4_0(b) => super::q5_0::tile_kernel(b, at, kb, &act, r0, rows, prefetch, out, stride),
+                }
             };
         });
         Ok(dst)
     }
 }
 
-/// Activations quantized to Q8_0 (ggml's reference arithmetic, as candle's; f16 scales), with per-block sums for the
-/// +128 weight offset correction.
-struct QuantizedRows {
-    qs: Vec<i8>,
-    d: Vec<f32>,
-    sums: Vec<i32>,
-    kb: usize,
-    k: usize,
+/// Activations quantized to Q8_0 (ggml's reference arithmetic, as candle's; f16 scales), with
+/// per-block sums for the weights' offset corrections (Q8_0 tiles: +128; Q5_0: 16; Q4_0: 8).
+pub(super) struct QuantizedRows {
+    pub(super) qs: Vec<i8>,
+    pub(super) d: Vec<f32>,
+    pub(super) sums: Vec<i32>,
+    pub(super) kb: usize,
+    pub(super) k: usize,
 }
 
 impl QuantizedRows {
-    fn new(x: &[f32], m: usize, k: usize) -> Self {
+    pub(super) fn new(x: &[f32], m: usize, k: usize) -> Self {
         let kb = k / QK;
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * kb];
