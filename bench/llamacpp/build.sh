@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build llama.cpp reference tools (llama-tokenize, llama-simple, llama-bench,
-# llama-batched-bench) and its OpenAI-compatible server (llama-server, the remote engine
+# llama-batched-bench, llama-quantize: the Q4_0 / Q5_K_M files of the perplexity test) and
+# its OpenAI-compatible server (llama-server, the remote engine
 # of deal's remote-backend tests) from the llama.cpp sources vendored in the PyPI
 # `llama-cpp-python` sdist, and install them into
 #   ${DEAL_HOME:-$HOME/.cache/deal}/llama.cpp/bin
@@ -13,8 +14,8 @@
 #                   were recorded with)
 #   JOBS            parallel build jobs (default 2)
 #   FORCE=1         rebuild even if binaries exist
-#   EXTRA_TARGETS   more tools, space-separated (e.g. llama-perplexity, llama-quantize: the
-#                   fixture of deal's perplexity test and the synthetic-model checks)
+#   EXTRA_TARGETS   more tools, space-separated (e.g. llama-perplexity: the fixtures of
+#                   deal's perplexity test and the synthetic-model checks)
 #
 # Requirements: pip, cmake >= 3.14, a C/C++ compiler (g++), make.
 set -euo pipefail
@@ -26,7 +27,7 @@ BUILD="$ROOT/build"
 SRC_PARENT="$ROOT/src"
 JOBS="${JOBS:-2}"
 LCP_VERSION="${LCP_VERSION:-0.3.36}"  # the version the fixtures were recorded with
-TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench llama-server ${EXTRA_TARGETS:-})
+TARGETS=(llama-tokenize llama-simple llama-bench llama-batched-bench llama-quantize llama-server ${EXTRA_TARGETS:-})
 
 all_present() {
     for t in "${TARGETS[@]}"; do

@@ -1,4 +1,4 @@
-//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q6_K, Q5_0, Q4_0) against candle's
+//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q5_K, Q6_K, Q5_0, Q4_0) against candle's
 //! `QMatMul` on the same type, on the loaded model's own weight shapes, at several activation
 //! row counts: time per call, the ratio, GMAC/s, the weight bytes streamed per second (against
 //! the machine's copy bandwidth, the batch-1 roof), and what `m` rows cost relative to one row
@@ -20,9 +20,10 @@ pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
         "q8_0" => GgmlDType::Q8_0,
         "q4_k" => GgmlDType::Q4K,
         "q6_k" => GgmlDType::Q6K,
+        "q5_k" => GgmlDType::Q5K,
         "q5_0" => GgmlDType::Q5_0,
         "q4_0" => GgmlDType::Q4_0,
-        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q6_k, q5_0, q4_0)"),
+        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q5_k, q6_k, q5_0, q4_0)"),
     })
 }
 
@@ -31,7 +32,7 @@ pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
 pub struct KernelPoint {
     /// Which weight: qkv, attn_out, gate_up, down, output.
     pub weight: String,
-    /// Its type (Q8_0, Q4K, Q6K, Q5_0, Q4_0).
+    /// Its type (Q8_0, Q4K, Q5K, Q6K, Q5_0, Q4_0).
     pub dtype: String,
     /// Output width.
     pub n: usize,

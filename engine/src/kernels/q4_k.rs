@@ -1,4 +1,5 @@
-//! Batched Q4_K matmul with AVX512-VNNI, on the weights as stored (4 bits per value).
+//! Batched Q4_K and Q5_K matmuls with AVX512-VNNI, on the weights as stored (4 or 5 bits per
+//! value).
 //!
 //! A Q4_K block holds 256 values of one row in 144 bytes: two f16 super-scales (`d`, `dmin`),
 //! eight 6-bit sub-block scales and mins packed in 12 bytes, and 128 bytes of 4-bit values
@@ -14,6 +15,12 @@
 //! product), applies the sub-block scales and mins in integers, and the super-scales once
 //! per block. Each weight vector is reused for up to [`ROWS_PER_PASS`] activation rows.
 //!
+//! Q5_K is Q4_K with a fifth bit per value (176-byte blocks: 32 bytes of fifth bits between
+//! the scales and the nibbles; bit `2c` of byte `l` belongs to value `64c + l`, bit `2c + 1` to
+//! value `64c + 32 + l`). Its tiles ([`TileQ5K`]) are the Q4_K tile plus one 64-bit mask per
+//! `vpdpbusd` operand (180 bytes per row-block instead of 176, +2.3%), and the same kernel
+//! adds 16 where a mask has a fifth bit (one masked byte add per operand).
+//!
 //! Every row's result is a fixed sequence of exact integer sums and the same float
 //! operations in the same order whatever the other rows are: the kernel is batch-invariant,
 //! like the Q8_0 one.
@@ -24,6 +31,7 @@ use super::q8_k::{Q8KRows, QK_K};
 use crate::{Error, Result};
 
 const BLOCK_BYTES: usize = 144;
+const Q5K_BLOCK_BYTES: usize = 176;
 use super::TILE;
 /// Activation rows processed per pass over a weight tile: up to 4 rows keep both nibble
 /// chains of every row in registers; 5 to 8 rows take one sub-block at a time (both in
@@ -54,11 +62,107 @@ struct TileBlock {
     dmin: [u16; TILE],
 }
 
+/// One 256-value Q5_K block of 16 rows: the Q4_K tile of its low four bits, and the fifth
+/// bits as one mask per `vpdpbusd` operand.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct TileQ5K {
+    low: TileBlock,
+    /// `qh[(8c + g) * 2 + half]`, bit `4·row + i`: the fifth bit of value `64c + 32·half + 4g + i`
+    /// of `row`.
+    qh: [u64; 64],
+}
+
+/// What the kernel needs of a tile: the Q4_K part, and the fifth bits of Q5_K.
+trait KTile: Clone + Send + Sync {
+    /// Whether values have a fifth bit.
+    const FIFTH_BIT: bool;
+    /// The nibbles, scales and mins.
+    fn low(&self) -> &TileBlock;
+    /// The fifth-bit mask of operand `(8c + g) * 2 + half` (0 without fifth bits).
+    fn fifth(&self, operand: usize) -> u64;
+}
+
+impl KTile for TileBlock {
+    const FIFTH_BIT: bool = false;
+
+    #[inline(always)]
+    fn low(&self) -> &TileBlock {
+        self
+    }
+
+    #[inline(always)]
+    fn fifth(&self, _: usize) -> u64 {
+        0
+    }
+}
+
+impl KTile for TileQ5K {
+    const FIFTH_BIT: bool = true;
+
+    #[inline(always)]
+    fn low(&self) -> &TileBlock {
+        &self.low
+    }
+
+    #[inline(always)]
+    fn fifth(&self, operand: usize) -> u64 {
+        self.qh[operand]
+    }
+}
+
+impl TileBlock {
+    const EMPTY: TileBlock = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
+
+    /// Copy row `lane` in: `head` is a stored block's first 16 bytes (`d`, `dmin`, the packed
+    /// scales and mins), `qs` its 128 nibble bytes.
+    fn fill(&mut self, lane: usize, head: &[u8], qs: &[u8]) {
+        self.d[lane] = u16::from_le_bytes([head[0], head[1]]);
+        self.dmin[lane] = u16::from_le_bytes([head[2], head[3]]);
+        for j in 0..8 {
+            let (sc, m) = scale_min(j, &head[4..16]);
+            self.sc[j * TILE + lane] = sc;
+            self.m[j * TILE + lane] = m;
+        }
+        for c in 0..4 {
+            for g in 0..8 {
+                let at = ((c * 8 + g) * TILE + lane) * 4;
+                self.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
+            }
+        }
+    }
+}
+
+impl TileQ5K {
+    /// Copy row `lane`'s stored Q5_K block (176 bytes) in.
+    fn fill(&mut self, lane: usize, src: &[u8]) {
+        self.low.fill(lane, &src[..16], &src[48..176]);
+        let qh = &src[16..48];
+        for c in 0..4 {
+            for g in 0..8 {
+                for half in 0..2 {
+                    let bit = 2 * c + half;
+                    let nibble = (0..4).fold(0u64, |acc, i| acc | (u64::from((qh[4 * g + i] >> bit) & 1) << i));
+                    let mask = &mut self.qh[(8 * c + g) * 2 + half];
+                    *mask = (*mask & !(0xF << (4 * lane))) | (nibble << (4 * lane));
+                }
+            }
+        }
+    }
+}
+
 /// Q4_K weights `[n, k]` repacked for the VNNI kernel.
 pub struct PackedQ4K {
     n: usize,
     k: usize,
     blocks: Vec<TileBlock>,
+}
+
+/// Q5_K weights `[n, k]` repacked for the VNNI kernel.
+pub struct PackedQ5K {
+    n: usize,
+    k: usize,
+    blocks: Vec<TileQ5K>,
 }
 
 /// Whether this CPU can run the kernel.
@@ -89,23 +193,7 @@ impl PackedQ4K {
             return Ok(None);
         }
         super::with_stacked_rows(parts, GgmlDType::Q4K, |rows, k| {
-            let empty = TileBlock { qs: [0; 128 * TILE], sc: [0; 8 * TILE], m: [0; 8 * TILE], d: [0; TILE], dmin: [0; TILE] };
-            let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, empty, |blk, lane, src| {
-                blk.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-                blk.dmin[lane] = u16::from_le_bytes([src[2], src[3]]);
-                for j in 0..8 {
-                    let (sc, m) = scale_min(j, &src[4..16]);
-                    blk.sc[j * TILE + lane] = sc;
-                    blk.m[j * TILE + lane] = m;
-                }
-                let qs = &src[16..];
-                for c in 0..4 {
-                    for g in 0..8 {
-                        let at = ((c * 8 + g) * TILE + lane) * 4;
-                        blk.qs[at..at + 4].copy_from_slice(&qs[32 * c + 4 * g..32 * c + 4 * g + 4]);
-                    }
-                }
-            });
+            let blocks = super::pack_tiles(rows, k / QK_K, BLOCK_BYTES, TileBlock::EMPTY, |blk, lane, src| blk.fill(lane, &src[..16], &src[16..]));
             Self { n: rows.len(), k, blocks }
         })
     }
@@ -127,21 +215,71 @@ impl PackedQ4K {
 
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
     pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
-        if lhs.len() != m * self.k {
-            return Err(Error::invalid(format!("lhs has {} values, expected {m} x {}", lhs.len(), self.k)));
-        }
-        let act = Q8KRows::new(lhs, m, self.k);
-        let kb = self.k / QK_K;
-        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
-            // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
-            // rows of 16 floats at `stride`.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride)
-            };
-        });
-        Ok(dst)
+        matmul_tiles(&self.blocks, self.n, self.k, lhs, m)
     }
+}
+
+impl PackedQ5K {
+    /// Repack Q5_K weights; several tensors with the same `k` are stacked along `n` (fused
+    /// projections). `None` if a tensor is not Q5_K on the CPU, or the CPU lacks AVX512-VNNI.
+    pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
+        super::with_stored(ts, Self::pack_stored)
+    }
+
+    /// [`Self::pack`] on stored bytes (the memory-mapped file's, at load).
+    pub fn pack_stored(parts: &[super::StoredWeight]) -> Result<Option<Self>> {
+        if !available() {
+            return Ok(None);
+        }
+        super::with_stacked_rows(parts, GgmlDType::Q5K, |rows, k| {
+            let empty = TileQ5K { low: TileBlock::EMPTY, qh: [0; 64] };
+            let blocks = super::pack_tiles(rows, k / QK_K, Q5K_BLOCK_BYTES, empty, |blk, lane, src| blk.fill(lane, src));
+            Self { n: rows.len(), k, blocks }
+        })
+    }
+
+    /// Output width.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes the packed weights hold.
+    pub fn bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<TileQ5K>()
+    }
+
+    /// `dst[m, n] = lhs[m, k] · Wᵀ`.
+    pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        matmul_tiles(&self.blocks, self.n, self.k, lhs, m)
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] · Wᵀ` on packed tiles of either type.
+fn matmul_tiles<T: KTile>(blocks: &[T], n: usize, k: usize, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+    if lhs.len() != m * k {
+        return Err(Error::invalid(format!("lhs has {} values, expected {m} x {k}", lhs.len())));
+    }
+    let act = Q8KRows::new(lhs, m, k);
+    let kb = k / QK_K;
+    let dst = super::tiled_matmul(n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+        // Q5_K tiles are prefetched at one row too: the hardware prefetcher does not follow
+        // their two streams per tile (nibbles, then masks), and one row ran at 10-13 GB/s
+        // without against 27-47 GB/s with (`deal bench kernel --synthetic gemma3:4b --types
+        // q5_k --rows 1`, two interleaved rounds)
+        let prefetch = first && (rows > 1 || T::FIFTH_BIT);
+        // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
+        // rows of 16 floats at `stride`.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            tile_kernel(blocks, t * kb, kb, &act, r0, rows, prefetch, out, stride)
+        };
+    });
+    Ok(dst)
 }
 
 /// Dispatch one pass of `rows` (1..=ROWS_PER_PASS) activation rows over one weight tile;
@@ -149,8 +287,8 @@ impl PackedQ4K {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_kernel(
-    blocks: &[TileBlock],
+unsafe fn tile_kernel<T: KTile>(
+    blocks: &[T],
     first: usize,
     kb: usize,
     act: &Q8KRows,
@@ -162,14 +300,14 @@ unsafe fn tile_kernel(
 ) {
     let ahead = if prefetch { PREFETCH_BLOCKS } else { 0 };
     match rows {
-        1 => tile_pass::<1>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        5 => tile_pass::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        6 => tile_pass::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        7 => tile_pass::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        1 => tile_pass::<T, 1>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        2 => tile_pass::<T, 2>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        3 => tile_pass::<T, 3>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        4 => tile_pass::<T, 4>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        5 => tile_pass::<T, 5>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        6 => tile_pass::<T, 6>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        7 => tile_pass::<T, 7>(blocks, first, kb, act, r0, ahead, (out, stride)),
+        _ => tile_pass::<T, 8>(blocks, first, kb, act, r0, ahead, (out, stride)),
     }
 }
 
@@ -182,8 +320,8 @@ unsafe fn tile_kernel(
 /// ([`finish_block`]), so a row's result does not depend on the pass that computed it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile_pass<const R: usize>(
-    blocks: &[TileBlock],
+unsafe fn tile_pass<T: KTile, const R: usize>(
+    blocks: &[T],
     first: usize,
     kb: usize,
     act: &Q8KRows,
@@ -193,11 +331,13 @@ unsafe fn tile_pass<const R: usize>(
 ) {
     use std::arch::x86_64::*;
     let nib = _mm512_set1_epi8(0x0F);
+    let fifth = _mm512_set1_epi8(0x10);
     let mut acc = [_mm512_setzero_ps(); R];
     let qptr = act.qs.as_ptr();
     let base = blocks.as_ptr();
     for b in 0..kb {
-        let blk = &*base.add(first + b);
+        let tile = &*base.add(first + b);
+        let blk = tile.low();
         let wp = blk.qs.as_ptr() as *const __m512i;
         let mut ap = [std::ptr::null::<i8>(); R];
         for (r, p) in ap.iter_mut().enumerate() {
@@ -214,8 +354,12 @@ unsafe fn tile_pass<const R: usize>(
                 let mut hi_acc = [_mm512_setzero_si512(); R];
                 for g in 0..8 {
                     let v = _mm512_load_si512(wp.add(c * 8 + g));
-                    let lo = _mm512_and_si512(v, nib);
-                    let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
+                    let mut lo = _mm512_and_si512(v, nib);
+                    let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib);
+                    if T::FIFTH_BIT {
+                        lo = _mm512_mask_add_epi8(lo, tile.fifth((c * 8 + g) * 2), lo, fifth);
+                        hi = _mm512_mask_add_epi8(hi, tile.fifth((c * 8 + g) * 2 + 1), hi, fifth);
+                    }
                     for r in 0..R {
                         let a = ap[r].add(64 * c + 4 * g);
                         let alo = _mm512_set1_epi32((a as *const i32).read_unaligned());
@@ -236,7 +380,10 @@ unsafe fn tile_pass<const R: usize>(
                     let mut sub = [_mm512_setzero_si512(); R];
                     for g in 0..8 {
                         let v = _mm512_load_si512(wp.add(c * 8 + g));
-                        let w = if half == 0 { _mm512_and_si512(v, nib) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib) };
+                        let mut w = if half == 0 { _mm512_and_si512(v, nib) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(v), nib) };
+                        if T::FIFTH_BIT {
+                            w = _mm512_mask_add_epi8(w, tile.fifth((c * 8 + g) * 2 + half), w, fifth);
+                        }
                         for r in 0..R {
                             let a = ap[r].add(64 * c + 32 * half + 4 * g);
                             sub[r] = _mm512_dpbusd_epi32(sub[r], w, _mm512_set1_epi32((a as *const i32).read_unaligned()));
@@ -324,28 +471,67 @@ mod tests {
         out
     }
 
+    /// Our kernel for `q` (Q4_K or Q5_K).
+    fn packed(q: &QTensor) -> Box<dyn Fn(&[f32], usize) -> Vec<f32>> {
+        match q.dtype() {
+            GgmlDType::Q4K => {
+                let p = PackedQ4K::pack(&[q]).unwrap().unwrap();
+                Box::new(move |x, m| p.matmul(x, m).unwrap())
+            }
+            _ => {
+                let p = PackedQ5K::pack(&[q]).unwrap().unwrap();
+                Box::new(move |x, m| p.matmul(x, m).unwrap())
+            }
+        }
+    }
+
     #[test]
-    fn matches_the_q4_k_by_q8_k_dot_product() {
+    fn matches_the_q4_k_and_q5_k_by_q8_k_dot_products() {
         if !available() {
             eprintln!("AVX512-VNNI not available: kernel not exercised");
             return;
         }
         let dev = Device::Cpu;
-        for (n, k, m) in [(16usize, 256usize, 1usize), (40, 512, 3), (256, 2560, 5), (33, 768, 9)] {
-            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
-            let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
-            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let got = PackedQ4K::pack(&[&q]).unwrap().unwrap().matmul(&x, m).unwrap();
-            let want = reference(&q, &x, m);
-            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-4 * scale.max(1.0), "({n},{k},{m}): max abs diff {worst} (outputs up to {scale})");
-            // and as close to candle's Q4_K matmul as 8-bit activations allow
-            let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
-            let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, GgmlDType::Q4K).unwrap()).unwrap().forward(&xt).unwrap();
-            let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let off = got.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(off <= 0.03 * scale, "({n},{k},{m}): {off} from candle's result");
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K] {
+            for (n, k, m) in [(16usize, 256usize, 1usize), (40, 512, 3), (256, 2560, 5), (33, 768, 9)] {
+                let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+                let q = QTensor::quantize(&w, dtype).unwrap();
+                let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let got = packed(&q)(&x, m);
+                let want = reference(&q, &x, m);
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-4 * scale.max(1.0), "{dtype:?} ({n},{k},{m}): max abs diff {worst} (outputs up to {scale})");
+                // and as close to candle's matmul as 8-bit activations allow
+                let xt = Tensor::from_vec(x.clone(), (m, k), &dev).unwrap();
+                let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap().forward(&xt).unwrap();
+                let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let off = got.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(off <= 0.03 * scale, "{dtype:?} ({n},{k},{m}): {off} from candle's result");
+            }
+        }
+    }
+
+    #[test]
+    fn q5_k_fifth_bits_land_on_their_values() {
+        if !available() {
+            return;
+        }
+        // a one-hot activation reads one weight back: every value position of a block, in
+        // every 64-value chunk and both halves, must come out as candle dequantizes it
+        let (n, k) = (16usize, 256usize);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37) % 31) as f32 - 15.0 + (i % 3) as f32 * 0.25).collect();
+        let q = QTensor::quantize(&Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap(), GgmlDType::Q5K).unwrap();
+        let want = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let p = packed(&q);
+        for probe in [0usize, 3, 31, 32, 45, 63, 64, 100, 127, 128, 170, 191, 192, 223, 255] {
+            let mut x = vec![0f32; k];
+            x[probe] = 1.0;
+            let got = p(&x, 1);
+            for row in 0..n {
+                let expect = want[row * k + probe];
+                assert!((got[row] - expect).abs() <= 1e-3 * expect.abs().max(1.0), "value {probe} of row {row}: {} vs {expect}", got[row]);
+            }
         }
     }
 
@@ -356,13 +542,15 @@ mod tests {
         }
         let dev = Device::Cpu;
         let (n, k) = (48, 512);
-        let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q4K).unwrap();
-        let p = PackedQ4K::pack(&[&q]).unwrap().unwrap();
-        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (11, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let all = p.matmul(&x, 11).unwrap();
-        for r in 0..11 {
-            let alone = p.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
-            assert_eq!(&all[r * n..(r + 1) * n], alone.as_slice(), "row {r}");
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q5K] {
+            let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), dtype).unwrap();
+            let p = packed(&q);
+            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (11, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let all = p(&x, 11);
+            for r in 0..11 {
+                let alone = p(&x[r * k..(r + 1) * k], 1);
+                assert_eq!(&all[r * n..(r + 1) * n], alone.as_slice(), "{dtype:?} row {r}");
+            }
         }
     }
 
@@ -384,9 +572,13 @@ mod tests {
         }
         let q8 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap(), GgmlDType::Q8_0).unwrap();
         assert!(PackedQ4K::pack(&[&q8]).unwrap().is_none());
+        assert!(PackedQ5K::pack(&[&a]).unwrap().is_none(), "Q4_K is not Q5_K");
         // the repacked tiles stay within 3% of the stored bytes
         let p = PackedQ4K::pack(&[&a]).unwrap().unwrap();
         assert!((p.bytes() as f64) <= 1.03 * a.storage_size_in_bytes() as f64, "{} vs {}", p.bytes(), a.storage_size_in_bytes());
+        let q5 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (48, 512), &dev).unwrap(), GgmlDType::Q5K).unwrap();
+        let p5 = PackedQ5K::pack(&[&q5]).unwrap().unwrap();
+        assert!((p5.bytes() as f64) <= 1.03 * q5.storage_size_in_bytes() as f64, "{} vs {}", p5.bytes(), q5.storage_size_in_bytes());
     }
 }
 

@@ -7,7 +7,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::gguf::{dequantize_into, GgufFile};
-use crate::kernels::q4_k::PackedQ4K;
+use crate::kernels::q4_k::{PackedQ4K, PackedQ5K};
 use crate::kernels::StoredWeight;
 use crate::kernels::q6_k::PackedQ6K;
 use crate::kernels::q8_0::PackedQ8;
@@ -17,8 +17,8 @@ use crate::Result;
 /// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
 /// Q8_0 and (with AVX512-VNNI) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K, ...) become
 /// Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20% decode).
-/// [`WeightMode::Compact`] (the default) keeps Q6_K, Q5_0 and Q4_0 as stored too, on their own
-/// kernels. All our kernels are **batch-invariant**: a row's result does not
+/// [`WeightMode::Compact`] (the default) keeps Q5_K, Q6_K, Q5_0 and Q4_0 as stored too, on
+/// their own kernels. All our kernels are **batch-invariant**: a row's result does not
 /// depend on which other rows share the matmul (integer block sums, one accumulation order),
 /// so merged passes of concurrent requests give each request exactly what it gets alone, and
 /// a seed reproduces its text under any load. candle's K-quant kernels take different paths
@@ -33,7 +33,7 @@ pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
 
 /// Types [`WeightMode::Compact`] keeps as stored on our kernels.
 pub fn compact_kernel(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K | GgmlDType::Q5_0 | GgmlDType::Q4_0) && crate::kernels::q4_k::available()
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K | GgmlDType::Q5_0 | GgmlDType::Q4_0) && crate::kernels::q4_k::available()
 }
 
 /// How matmul weights are held in memory.
@@ -46,8 +46,8 @@ pub enum WeightMode {
     /// of hundreds of rows: 1.2-1.4x on the 4B and the default model), at ~12% more memory and
     /// a slower load on Q4_K_M files.
     Requantize,
-    /// Q8_0, Q4_K, Q6_K, Q5_0 and Q4_0 as stored on deal's kernels; other types (Q5_K,
-    /// Q4_1, ...) become Q8_0 (CPU only). The default: the least memory (about the file's size), the fastest
+    /// Q8_0, Q4_K, Q5_K, Q6_K, Q5_0 and Q4_0 as stored on deal's kernels; other types (Q4_1,
+    /// Q3_K, ...) become Q8_0 (CPU only). The default: the least memory (about the file's size), the fastest
     /// load, and decode at 1 and 8 rows (searches) as fast or faster than
     /// [`Self::Requantize`].
     #[default]
@@ -221,6 +221,8 @@ pub enum Packed {
     Q8(PackedQ8),
     /// Q4_K as stored, 8 activation rows per weight load.
     Q4K(PackedQ4K),
+    /// Q5_K as stored, 8 activation rows per weight load.
+    Q5K(PackedQ5K),
     /// Q6_K as stored, 8 activation rows per weight load.
     Q6K(PackedQ6K),
 }
@@ -240,6 +242,9 @@ impl Packed {
         if let Some(p) = PackedQ4K::pack_stored(parts)? {
             return Ok(Some(Packed::Q4K(p)));
         }
+        if let Some(p) = PackedQ5K::pack_stored(parts)? {
+            return Ok(Some(Packed::Q5K(p)));
+        }
         Ok(PackedQ6K::pack_stored(parts)?.map(Packed::Q6K))
     }
 
@@ -248,6 +253,7 @@ impl Packed {
         match self {
             Packed::Q8(p) => p.n(),
             Packed::Q4K(p) => p.n(),
+            Packed::Q5K(p) => p.n(),
             Packed::Q6K(p) => p.n(),
         }
     }
@@ -257,6 +263,7 @@ impl Packed {
         match self {
             Packed::Q8(p) => p.bytes(),
             Packed::Q4K(p) => p.bytes(),
+            Packed::Q5K(p) => p.bytes(),
             Packed::Q6K(p) => p.bytes(),
         }
     }
@@ -266,6 +273,7 @@ impl Packed {
         match self {
             Packed::Q8(p) => p.matmul(lhs, m),
             Packed::Q4K(p) => p.matmul(lhs, m),
+            Packed::Q5K(p) => p.matmul(lhs, m),
             Packed::Q6K(p) => p.matmul(lhs, m),
         }
     }

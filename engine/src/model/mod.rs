@@ -528,7 +528,7 @@ impl Model {
 
 /// Bytes the weights of `f` take in memory on CPU under `mode`: per tensor, its stored size,
 /// or the size of the type `mode` turns it into, or the K-quant kernels' tiles (Q4_K: 148
-/// bytes per 144, Q6_K: 3392 per 3360; Q5_0 and Q4_0 tiles are the stored size). The token embedding is read in place from the mapped
+/// bytes per 144, Q5_K: 180 per 176, Q6_K: 3392 per 3360; Q5_0 and Q4_0 tiles are the stored size). The token embedding is read in place from the mapped
 /// file (only the pages of the tokens looked up become resident) except under `f32`, and a
 /// tied output layer adds its matmul copy (under `stored`, the shared stored tensor).
 pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
@@ -542,6 +542,7 @@ pub fn resident_estimate(f: &GgufFile, mode: WeightMode) -> u64 {
             _ if is_float || dtype == T::Q8_0 => size(dtype, elems),
             WeightMode::Requantize | WeightMode::Compact if dtype == T::Q4K && !layers::requantized_on_cpu(dtype) => size(dtype, elems) * 148 / 144,
             WeightMode::Compact if dtype == T::Q6K && !layers::requantized_on_cpu(T::Q4K) => size(dtype, elems) * 3392 / 3360,
+            WeightMode::Compact if dtype == T::Q5K && layers::compact_kernel(dtype) => size(dtype, elems) * 180 / 176,
             WeightMode::Compact if layers::compact_kernel(dtype) => size(dtype, elems),
             _ => size(T::Q8_0, elems),
         }
