@@ -84,7 +84,7 @@ pub fn run(cfg: &ModelConfig, types: &[GgmlDType], rows: &[usize], min_secs: f64
             continue;
         }
         let w = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev)?, dtype)?;
-        let packed = Packed::pack(&[&w])?.ok_or_else(|| anyhow::anyhow!("this CPU lacks AVX512-VNNI: no kernel to measure"))?;
+        let packed = Packed::pack(&[&w])?.ok_or_else(|| anyhow::anyhow!("this CPU has neither AVX-512 VNNI nor AVX2: no kernel to measure"))?;
         let bytes = packed.bytes();
         let candle = QMatMul::from_qtensor(w)?;
         let mut one_row = None;

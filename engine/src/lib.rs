@@ -5,9 +5,11 @@
 //! [`deal_backend::Backend`] interface the controllers and heads use.
 //!
 //! - [`gguf`]: reading GGUF metadata and tensors;
-//! - [`tokenizer`]: a `tokenizers::Tokenizer` built from the GGUF's own vocabulary;
+//! - [`tokenizer`]: the GGUF's own vocabulary as a tokenizer (SentencePiece merges by score, or
+//!   `tokenizers` for byte-level BPE);
 //! - [`model`]: our own forward pass for gemma3 and the llama family, on candle ops;
-//! - [`kernels`]: hand-written CPU matmul kernels (batched Q8_0 with AVX512-VNNI);
+//! - [`kernels`]: hand-written CPU matmul kernels (batched Q8_0, Q5_0, Q4_0, Q4_K, Q5_K and Q6_K
+//!   on their stored bits, AVX-512 VNNI or AVX2);
 //! - [`kv_cache`]: a batched KV cache built for tree search (fork / select / truncate rows);
 //! - [`scheduler`]: concurrent callers' forward calls merged into shared passes;
 //! - [`engine`]: model + tokenizer + scheduler, with prefill and plain generation;

@@ -6,6 +6,7 @@
 //! scalar math.
 
 pub mod attention;
+mod avx2;
 pub mod q4_k;
 pub mod q5_0;
 pub mod q6_k;
@@ -16,10 +17,74 @@ pub mod q8_0;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 
-/// Whether this CPU has AVX-512F, for the vector paths that need only it; the Q8_0 matmul
-/// checks its wider set in [`q8_0::available`].
+/// Whether this CPU has AVX-512F, for the vector paths that need only it; the packed matmuls
+/// pick their instruction set with [`isa`].
 #[cfg(target_arch = "x86_64")]
 pub use deal_backend::math::has_avx512f;
+
+/// The instruction set the packed matmul kernels run with. Both run the same tiles and add
+/// up the same exact integers in the same float order, so they give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 F/BW with VNNI (`vpdpbusd`): 16 outputs per vector, up to 8 rows per pass.
+    Avx512Vnni,
+    /// AVX2 with FMA and F16C (`vpmaddubsw` + `vpmaddwd` for `vpdpbusd`): 8 outputs per
+    /// vector, each tile in two halves, up to 4 rows per pass.
+    Avx2,
+}
+
+impl Isa {
+    /// Whether this CPU can run it.
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::is_x86_feature_detected as has;
+            match self {
+                Isa::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+                Isa::Avx2 => has!("avx2") && has!("fma") && has!("f16c"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
+        }
+    }
+
+    /// Activation rows one pass over a weight tile serves.
+    pub(crate) fn rows_per_pass(self) -> usize {
+        match self {
+            Isa::Avx512Vnni => 8,
+            Isa::Avx2 => 4,
+        }
+    }
+}
+
+/// The packed kernels' instruction set on this CPU: AVX-512 VNNI where present, else AVX2;
+/// `None` where neither is (the callers then run candle's kernels, which have portable
+/// paths). `DEAL_KERNELS=avx2` takes the AVX2 path on an AVX-512 CPU and `DEAL_KERNELS=candle`
+/// turns the packed kernels off (both for measurements). Read once per process.
+pub fn isa() -> Option<Isa> {
+    static ISA: std::sync::OnceLock<Option<Isa>> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let wanted = std::env::var("DEAL_KERNELS").unwrap_or_default();
+        match wanted.as_str() {
+            "candle" => None,
+            "avx2" => Some(Isa::Avx2).filter(|i| i.supported()),
+            _ => [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|i| i.supported()),
+        }
+    })
+}
+
+/// `isa`, or an error when this CPU cannot run it (the `matmul_with` entry points that tests
+/// and benchmarks use to run one path on purpose).
+pub(crate) fn check_isa(isa: Isa) -> crate::Result<Isa> {
+    if isa.supported() {
+        Ok(isa)
+    } else {
+        Err(crate::Error::invalid(format!("this CPU cannot run the {isa:?} kernels")))
+    }
+}
 
 /// Read access to the values of a contiguous f32 CPU tensor, without a copy. Holds the
 /// tensor's storage read lock while alive.

@@ -1,5 +1,5 @@
-//! Batched Q4_K and Q5_K matmuls with AVX512-VNNI, on the weights as stored (4 or 5 bits per
-//! value).
+//! Batched Q4_K and Q5_K matmuls with AVX512-VNNI (and an AVX2 path, [`super::avx2`]), on the
+//! weights as stored (4 or 5 bits per value).
 //!
 //! A Q4_K block holds 256 values of one row in 144 bytes: two f16 super-scales (`d`, `dmin`),
 //! eight 6-bit sub-block scales and mins packed in 12 bytes, and 128 bytes of 4-bit values
@@ -182,7 +182,7 @@ fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
 
 impl PackedQ4K {
     /// Repack Q4_K weights; several tensors with the same `k` are stacked along `n` (fused
-    /// projections). `None` if a tensor is not Q4_K on the CPU, or the CPU lacks AVX512-VNNI.
+    /// projections). `None` if a tensor is not Q4_K on the CPU, or the CPU has neither AVX-512 VNNI nor AVX2.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
         super::with_stored(ts, Self::pack_stored)
     }
@@ -215,13 +215,18 @@ impl PackedQ4K {
 
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
     pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
-        matmul_tiles(&self.blocks, self.n, self.k, lhs, m)
+        self.matmul_with(lhs, m, super::isa().ok_or_else(|| Error::invalid("no packed-kernel instruction set on this CPU"))?)
+    }
+
+    /// [`Self::matmul`] on the kernels of `isa` (an error if this CPU cannot run them).
+    pub fn matmul_with(&self, lhs: &[f32], m: usize, isa: super::Isa) -> Result<Vec<f32>> {
+        matmul_tiles(&self.blocks, self.n, self.k, lhs, m, isa)
     }
 }
 
 impl PackedQ5K {
     /// Repack Q5_K weights; several tensors with the same `k` are stacked along `n` (fused
-    /// projections). `None` if a tensor is not Q5_K on the CPU, or the CPU lacks AVX512-VNNI.
+    /// projections). `None` if a tensor is not Q5_K on the CPU, or the CPU has neither AVX-512 VNNI nor AVX2.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
         super::with_stored(ts, Self::pack_stored)
     }
@@ -255,28 +260,37 @@ impl PackedQ5K {
 
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
     pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
-        matmul_tiles(&self.blocks, self.n, self.k, lhs, m)
+        self.matmul_with(lhs, m, super::isa().ok_or_else(|| Error::invalid("no packed-kernel instruction set on this CPU"))?)
+    }
+
+    /// [`Self::matmul`] on the kernels of `isa` (an error if this CPU cannot run them).
+    pub fn matmul_with(&self, lhs: &[f32], m: usize, isa: super::Isa) -> Result<Vec<f32>> {
+        matmul_tiles(&self.blocks, self.n, self.k, lhs, m, isa)
     }
 }
 
-/// `dst[m, n] = lhs[m, k] · Wᵀ` on packed tiles of either type.
-fn matmul_tiles<T: KTile>(blocks: &[T], n: usize, k: usize, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+/// `dst[m, n] = lhs[m, k] · Wᵀ` on packed tiles of either type, with the kernels of `isa`.
+fn matmul_tiles<T: KTile>(blocks: &[T], n: usize, k: usize, lhs: &[f32], m: usize, isa: super::Isa) -> Result<Vec<f32>> {
+    let isa = super::check_isa(isa)?;
     if lhs.len() != m * k {
         return Err(Error::invalid(format!("lhs has {} values, expected {m} x {k}", lhs.len())));
     }
     let act = Q8KRows::new(lhs, m, k);
     let kb = k / QK_K;
-    let dst = super::tiled_matmul(n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
+    let dst = super::tiled_matmul(n, m, isa.rows_per_pass(), |t, r0, rows, first, out, stride| {
         // Q5_K tiles are prefetched at one row too: the hardware prefetcher does not follow
         // their two streams per tile (nibbles, then masks), and one row ran at 10-13 GB/s
         // without against 27-47 GB/s with (`deal bench kernel --synthetic gemma3:4b --types
         // q5_k --rows 1`, two interleaved rounds)
         let prefetch = first && (rows > 1 || T::FIFTH_BIT);
-        // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
-        // rows of 16 floats at `stride`.
+        // SAFETY: `check_isa` confirmed the CPU runs `isa`; `out` has `rows` rows of 16
+        // floats at `stride`.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            tile_kernel(blocks, t * kb, kb, &act, r0, rows, prefetch, out, stride)
+            match isa {
+                super::Isa::Avx512Vnni => tile_kernel(blocks, t * kb, kb, &act, r0, rows, prefetch, out, stride),
+                super::Isa::Avx2 => tile_kernel_avx2(blocks, t * kb, kb, &act, r0, rows, (out, stride)),
+            }
         };
     });
     Ok(dst)
@@ -442,6 +456,93 @@ unsafe fn finish_block<const R: usize>(
     }
 }
 
+/// [`tile_kernel`] on AVX2: `rows` (1..=4) activation rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_kernel_avx2<T: KTile>(blocks: &[T], first: usize, kb: usize, act: &Q8KRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
+    match rows {
+        1 => tile_pass_avx2::<T, 1>(blocks, first, kb, act, r0, out),
+        2 => tile_pass_avx2::<T, 2>(blocks, first, kb, act, r0, out),
+        3 => tile_pass_avx2::<T, 3>(blocks, first, kb, act, r0, out),
+        _ => tile_pass_avx2::<T, 4>(blocks, first, kb, act, r0, out),
+    }
+}
+
+/// [`tile_pass`] on AVX2, one 8-row half of the tile at a time and one 32-value sub-block at a
+/// time (as the AVX-512 pass of 5 to 8 rows), then [`finish_block`]'s arithmetic on 8 lanes:
+/// the same integer sums and float operations, so the same bits. Products are added in i16
+/// lanes in chains of [`super::avx2::chain_length`] before widening, and the first half
+/// prefetches the tile ahead whatever the rows (see the Q8_0 pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_pass_avx2<T: KTile, const R: usize>(blocks: &[T], first: usize, kb: usize, act: &Q8KRows, r0: usize, (out, stride): (*mut f32, usize)) {
+    use super::avx2::{chain_length, f16x8, fifth_bits, four, pairs_u8_i8, u8x8, widen};
+    use std::arch::x86_64::*;
+    let nib = _mm256_set1_epi8(0x0F);
+    // products added in i16 before widening: 8 of 4-bit weights, 4 of 5-bit ones
+    let chain = if T::FIFTH_BIT { chain_length(5) } else { chain_length(4) };
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..kb {
+            let tile = &blocks[first + b];
+            let blk = tile.low();
+            let mut isum = [_mm256_setzero_si256(); R];
+            for c in 0..4 {
+                if half == 0 {
+                    super::prefetch_share(blocks, first + b + PREFETCH_BLOCKS, c, 4);
+                }
+                for nibble in 0..2 {
+                    let mut sub = [_mm256_setzero_si256(); R];
+                    let mut pairs = [_mm256_setzero_si256(); R];
+                    for g in 0..8 {
+                        let v = _mm256_loadu_si256(blk.qs.as_ptr().add(64 * (c * 8 + g) + 32 * half) as *const __m256i);
+                        let mut w = if nibble == 0 { _mm256_and_si256(v, nib) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib) };
+                        if T::FIFTH_BIT {
+                            w = _mm256_or_si256(w, fifth_bits((tile.fifth((c * 8 + g) * 2 + nibble) >> (32 * half)) as u32));
+                        }
+                        for (r, p) in pairs.iter_mut().enumerate() {
+                            *p = pairs_u8_i8(*p, w, four(act.qs.as_ptr().add((r0 + r) * act.k + b * QK_K + 64 * c + 32 * nibble + 4 * g)));
+                        }
+                        if (g + 1) % chain == 0 {
+                            for r in 0..R {
+                                sub[r] = widen(sub[r], pairs[r]);
+                                pairs[r] = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                    let sc = u8x8(blk.sc.as_ptr().add((2 * c + nibble) * TILE + 8 * half));
+                    for r in 0..R {
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(sub[r], sc));
+                    }
+                }
+            }
+            // the mins' share, as `finish_block`
+            let wd = f16x8(blk.d.as_ptr().add(8 * half));
+            let wmin = f16x8(blk.dmin.as_ptr().add(8 * half));
+            let mut pairs = [_mm256_setzero_si256(); 4];
+            for (p, v) in pairs.iter_mut().enumerate() {
+                let e = u8x8(blk.m.as_ptr().add(2 * p * TILE + 8 * half));
+                let o = u8x8(blk.m.as_ptr().add((2 * p + 1) * TILE + 8 * half));
+                *v = _mm256_or_si256(e, _mm256_slli_epi32::<16>(o));
+            }
+            for r in 0..R {
+                let bi = (r0 + r) * act.kb + b;
+                let mut imin = _mm256_setzero_si256();
+                for (p, v) in pairs.iter().enumerate() {
+                    let both = (act.sum32(bi, 2 * p) & 0xFFFF) | (act.sum32(bi, 2 * p + 1) << 16);
+                    imin = _mm256_add_epi32(imin, _mm256_madd_epi16(*v, _mm256_set1_epi32(both)));
+                }
+                let da = _mm256_set1_ps(act.d[bi]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(wd, da), acc[r]);
+                acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(imin), _mm256_mul_ps(wmin, da), acc[r]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride + 8 * half), *a);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,7 +589,7 @@ mod tests {
     #[test]
     fn matches_the_q4_k_and_q5_k_by_q8_k_dot_products() {
         if !available() {
-            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            eprintln!("neither AVX-512 VNNI nor AVX2: kernel not exercised");
             return;
         }
         let dev = Device::Cpu;
@@ -580,5 +681,31 @@ mod tests {
         let p5 = PackedQ5K::pack(&[&q5]).unwrap().unwrap();
         assert!((p5.bytes() as f64) <= 1.03 * q5.storage_size_in_bytes() as f64, "{} vs {}", p5.bytes(), q5.storage_size_in_bytes());
     }
-}
 
+    #[test]
+    fn the_avx2_path_gives_the_avx512_bits() {
+        use super::super::Isa;
+        if !Isa::Avx2.supported() {
+            eprintln!("AVX2 not available: its path not exercised");
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (40, 768);
+        let q4 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q4K).unwrap();
+        let q5 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q5K).unwrap();
+        let (p4, p5) = (PackedQ4K::pack(&[&q4]).unwrap().unwrap(), PackedQ5K::pack(&[&q5]).unwrap().unwrap());
+        for m in [1usize, 2, 3, 4, 5, 9] {
+            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for (q, got) in [(&q4, p4.matmul_with(&x, m, Isa::Avx2).unwrap()), (&q5, p5.matmul_with(&x, m, Isa::Avx2).unwrap())] {
+                let want = reference(q, &x, m);
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-4 * scale.max(1.0), "{:?} m={m}: max abs diff {worst}", q.dtype());
+            }
+            if Isa::Avx512Vnni.supported() {
+                assert_eq!(p4.matmul_with(&x, m, Isa::Avx2).unwrap(), p4.matmul_with(&x, m, Isa::Avx512Vnni).unwrap(), "Q4_K m={m}");
+                assert_eq!(p5.matmul_with(&x, m, Isa::Avx2).unwrap(), p5.matmul_with(&x, m, Isa::Avx512Vnni).unwrap(), "Q5_K m={m}");
+            }
+        }
+    }
+}

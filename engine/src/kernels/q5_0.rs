@@ -1,4 +1,5 @@
-//! Q5_0 and Q4_0 weights on their stored bits, against Q8_0 activations, with AVX512-VNNI.
+//! Q5_0 and Q4_0 weights on their stored bits, against Q8_0 activations, with AVX512-VNNI (and
+//! an AVX2 path, [`super::avx2`]).
 //!
 //! A Q5_0 block holds 32 values of one row in 22 bytes: an f16 scale `d`, 32 fifth bits (a
 //! little-endian u32 `qh`) and 16 bytes of nibbles (byte `j` holds value `j` in its low nibble
@@ -259,6 +260,75 @@ unsafe fn tile_pass<T: NibbleTile, const R: usize>(
     }
 }
 
+/// [`tile_kernel`] on AVX2: `rows` (1..=4) activation rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn tile_kernel_avx2<T: NibbleTile>(blocks: &[T], first: usize, kb: usize, act: &QuantizedRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
+    match rows {
+        1 => tile_pass_avx2::<T, 1>(blocks, first, kb, act, r0, out),
+        2 => tile_pass_avx2::<T, 2>(blocks, first, kb, act, r0, out),
+        3 => tile_pass_avx2::<T, 3>(blocks, first, kb, act, r0, out),
+        _ => tile_pass_avx2::<T, 4>(blocks, first, kb, act, r0, out),
+    }
+}
+
+/// [`tile_pass`] on AVX2, one 8-row half of the tile at a time (the 32-byte half of each
+/// nibble vector, the 32-bit half of each fifth-bit mask): the same integer sums, so the same
+/// bits. Products are added in i16 lanes in chains of [`super::avx2::chain_length`] before
+/// widening, and the first half prefetches the tile ahead whatever the rows (see the Q8_0
+/// pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_pass_avx2<T: NibbleTile, const R: usize>(blocks: &[T], first: usize, kb: usize, act: &QuantizedRows, r0: usize, (out, stride): (*mut f32, usize)) {
+    use super::avx2::{chain_length, f16x8, fifth_bits, four, pairs_u8_i8, widen};
+    use std::arch::x86_64::*;
+    let nib = _mm256_set1_epi8(0x0F);
+    // products added in i16 before widening: 8 of 4-bit weights, 4 of 5-bit ones
+    let chain = if T::FIFTH_BIT { chain_length(5) } else { chain_length(4) };
+    let ahead = prefetch_blocks::<T>();
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..kb {
+            let blk = &blocks[first + b];
+            if half == 0 {
+                super::prefetch_share(blocks, first + b + ahead, 0, 1);
+            }
+            let mut isum = [_mm256_setzero_si256(); R];
+            let mut pairs = [_mm256_setzero_si256(); R];
+            for g in 0..4 {
+                let v = _mm256_loadu_si256(blk.qs().add(64 * g + 32 * half) as *const __m256i);
+                let mut lo = _mm256_and_si256(v, nib);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), nib);
+                if T::FIFTH_BIT {
+                    lo = _mm256_or_si256(lo, fifth_bits((blk.fifth(2 * g) >> (32 * half)) as u32));
+                    hi = _mm256_or_si256(hi, fifth_bits((blk.fifth(2 * g + 1) >> (32 * half)) as u32));
+                }
+                for (r, p) in pairs.iter_mut().enumerate() {
+                    let a = act.qs.as_ptr().add((r0 + r) * act.k + b * QK + 4 * g);
+                    *p = pairs_u8_i8(*p, lo, four(a));
+                    *p = pairs_u8_i8(*p, hi, four(a.add(16)));
+                }
+                // two products per group
+                if (2 * g + 2) % chain == 0 {
+                    for r in 0..R {
+                        isum[r] = widen(isum[r], pairs[r]);
+                        pairs[r] = _mm256_setzero_si256();
+                    }
+                }
+            }
+            let wd = f16x8(blk.d().add(8 * half));
+            for r in 0..R {
+                let bi = (r0 + r) * act.kb + b;
+                let s = _mm256_sub_epi32(isum[r], _mm256_set1_epi32(T::OFFSET * act.sums[bi]));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(wd, _mm256_set1_ps(act.d[bi])), acc[r]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride + 8 * half), *a);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::q8_0::{available, PackedQ8};
@@ -295,7 +365,7 @@ mod tests {
     #[test]
     fn matches_the_q5_0_and_q4_0_dot_products() {
         if !available() {
-            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            eprintln!("neither AVX-512 VNNI nor AVX2: kernel not exercised");
             return;
         }
         let dev = Device::Cpu;
@@ -391,5 +461,35 @@ mod tests {
         assert!(PackedQ8::pack(&[&b, &odd]).unwrap().is_some(), "the last part may end anywhere");
         // and a type without a kernel here is left to the other kernels
         assert!(PackedQ8::pack(&[&random(16, 256, GgmlDType::Q4K).1]).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_avx2_path_gives_the_avx512_bits() {
+        use super::super::Isa;
+        if !Isa::Avx2.supported() {
+            eprintln!("AVX2 not available: its path not exercised");
+            return;
+        }
+        let k = 640;
+        let parts = [random(48, k, GgmlDType::Q5_0).1, random(32, k, GgmlDType::Q8_0).1, random(20, k, GgmlDType::Q4_0).1];
+        for m in [1usize, 2, 3, 4, 5, 9] {
+            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for p in &parts {
+                let packed = PackedQ8::pack(&[p]).unwrap().unwrap();
+                let got = packed.matmul_with(&x, m, Isa::Avx2).unwrap();
+                let want = reference(p, &x, m);
+                let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst <= 1e-4 * scale.max(1.0), "{:?} m={m}: max abs diff {worst}", p.dtype());
+                if Isa::Avx512Vnni.supported() {
+                    assert_eq!(got, packed.matmul_with(&x, m, Isa::Avx512Vnni).unwrap(), "{:?} m={m}", p.dtype());
+                }
+            }
+            let fused = PackedQ8::pack(&parts.iter().collect::<Vec<_>>()).unwrap().unwrap();
+            let got = fused.matmul_with(&x, m, Isa::Avx2).unwrap();
+            if Isa::Avx512Vnni.supported() {
+                assert_eq!(got, fused.matmul_with(&x, m, Isa::Avx512Vnni).unwrap(), "fused m={m}");
+            }
+        }
     }
 }

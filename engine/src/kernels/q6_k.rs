@@ -1,4 +1,5 @@
-//! Batched Q6_K matmul with AVX512-VNNI, on the weights as stored (6.6 bits per value).
+//! Batched Q6_K matmul with AVX512-VNNI (and an AVX2 path, [`super::avx2`]), on the weights as
+//! stored (6.6 bits per value).
 //!
 //! A Q6_K block holds 256 values of one row in 210 bytes: 128 bytes of low 4 bits (`ql`), 64
 //! bytes of high 2 bits (`qh`), 16 signed 8-bit scales (one per 16 values) and an f16 `d`. In
@@ -70,7 +71,7 @@ pub fn available() -> bool {
 
 impl PackedQ6K {
     /// Repack Q6_K weights; several tensors with the same `k` are stacked along `n`. `None`
-    /// if a tensor is not Q6_K on the CPU, or the CPU lacks AVX512-VNNI.
+    /// if a tensor is not Q6_K on the CPU, or the CPU has neither AVX-512 VNNI nor AVX2.
     pub fn pack(ts: &[&QTensor]) -> Result<Option<Self>> {
         super::with_stored(ts, Self::pack_stored)
     }
@@ -119,17 +120,26 @@ impl PackedQ6K {
 
     /// `dst[m, n] = lhs[m, k] · Wᵀ`.
     pub fn matmul(&self, lhs: &[f32], m: usize) -> Result<Vec<f32>> {
+        self.matmul_with(lhs, m, super::isa().ok_or_else(|| Error::invalid("no packed-kernel instruction set on this CPU"))?)
+    }
+
+    /// [`Self::matmul`] on the kernels of `isa` (an error if this CPU cannot run them).
+    pub fn matmul_with(&self, lhs: &[f32], m: usize, isa: super::Isa) -> Result<Vec<f32>> {
+        let isa = super::check_isa(isa)?;
         if lhs.len() != m * self.k {
             return Err(Error::invalid(format!("lhs has {} values, expected {m} x {}", lhs.len(), self.k)));
         }
         let act = Q8KRows::new(lhs, m, self.k);
         let kb = self.k / QK_K;
-        let dst = super::tiled_matmul(self.n, m, ROWS_PER_PASS, |t, r0, rows, first, out, stride| {
-            // SAFETY: `available()` was checked when the weights were packed; `out` has `rows`
-            // rows of 16 floats at `stride`.
+        let dst = super::tiled_matmul(self.n, m, isa.rows_per_pass(), |t, r0, rows, first, out, stride| {
+            // SAFETY: `check_isa` confirmed the CPU runs `isa`; `out` has `rows` rows of 16
+            // floats at `stride`.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride)
+                match isa {
+                    super::Isa::Avx512Vnni => tile_kernel(&self.blocks, t * kb, kb, &act, r0, rows, first && rows > 1, out, stride),
+                    super::Isa::Avx2 => tile_kernel_avx2(&self.blocks, t * kb, kb, &act, r0, rows, (out, stride)),
+                }
             };
         });
         Ok(dst)
@@ -310,6 +320,99 @@ unsafe fn finish_block<const R: usize>(
     }
 }
 
+/// [`tile_kernel`] on AVX2: `rows` (1..=4) activation rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_kernel_avx2(blocks: &[TileBlock], first: usize, kb: usize, act: &Q8KRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
+    match rows {
+        1 => tile_pass_avx2::<1>(blocks, first, kb, act, r0, out),
+        2 => tile_pass_avx2::<2>(blocks, first, kb, act, r0, out),
+        3 => tile_pass_avx2::<3>(blocks, first, kb, act, r0, out),
+        _ => tile_pass_avx2::<4>(blocks, first, kb, act, r0, out),
+    }
+}
+
+/// [`tile_pass`] on AVX2, one 8-row half of the tile and one 16-value sub-block at a time (as
+/// the AVX-512 pass of 5 to 8 rows), then [`finish_block`]'s arithmetic on 8 lanes: the same
+/// integer sums and float operations, so the same bits. Products are added in i16 lanes in
+/// pairs before widening ([`super::avx2::chain_length`]), and the first half prefetches the
+/// tile ahead whatever the rows (see the Q8_0 pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_pass_avx2<const R: usize>(blocks: &[TileBlock], first: usize, kb: usize, act: &Q8KRows, r0: usize, (out, stride): (*mut f32, usize)) {
+    use super::avx2::{chain_length, f16x8, four, i8x8, pairs_u8_i8, widen};
+    use std::arch::x86_64::*;
+    let low4 = _mm256_set1_epi8(0x0F);
+    let bits45 = _mm256_set1_epi8(0x30);
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    for half in 0..2 {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..kb {
+            let blk = &blocks[first + b];
+            let load = |v: usize| _mm256_loadu_si256(blk.q.as_ptr().add(64 * v + 32 * half) as *const __m256i);
+            let scp = blk.sc.as_ptr();
+            let mut isum = [_mm256_setzero_si256(); R];
+            for h in 0..2 {
+                for is in 0..2 {
+                    if half == 0 {
+                        super::prefetch_share(blocks, first + b + PREFETCH_BLOCKS, 2 * h + is, 4);
+                    }
+                    for kq in 0..4 {
+                        let mut sub = [_mm256_setzero_si256(); R];
+                        let mut pairs = [_mm256_setzero_si256(); R];
+                        for gg in 0..4 {
+                            let g = 4 * is + gg;
+                            let v = (h * 8 + g) * 3;
+                            let hb = load(v + 2);
+                            let u = match kq {
+                                0 => _mm256_or_si256(_mm256_and_si256(load(v), low4), _mm256_and_si256(_mm256_slli_epi16::<4>(hb), bits45)),
+                                1 => _mm256_or_si256(_mm256_and_si256(load(v + 1), low4), _mm256_and_si256(_mm256_slli_epi16::<2>(hb), bits45)),
+                                2 => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(load(v)), low4), _mm256_and_si256(hb, bits45)),
+                                _ => _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(load(v + 1)), low4), _mm256_and_si256(_mm256_srli_epi16::<2>(hb), bits45)),
+                            };
+                            for (r, p) in pairs.iter_mut().enumerate() {
+                                *p = pairs_u8_i8(*p, u, four(act.qs.as_ptr().add((r0 + r) * act.k + b * QK_K + 128 * h + 4 * g + 32 * kq)));
+                            }
+                            if (gg + 1) % chain_length(6) == 0 {
+                                for r in 0..R {
+                                    sub[r] = widen(sub[r], pairs[r]);
+                                    pairs[r] = _mm256_setzero_si256();
+                                }
+                            }
+                        }
+                        let sc = i8x8(scp.add((8 * h + is + 2 * kq) * TILE + 8 * half));
+                        for r in 0..R {
+                            isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(sub[r], sc));
+                        }
+                    }
+                }
+            }
+            // the −32 offset and the scales, as `finish_block`
+            let mut pairs = [_mm256_setzero_si256(); 8];
+            for (p, v) in pairs.iter_mut().enumerate() {
+                let e = i8x8(scp.add(2 * p * TILE + 8 * half));
+                let o = i8x8(scp.add((2 * p + 1) * TILE + 8 * half));
+                *v = _mm256_or_si256(_mm256_and_si256(e, low16), _mm256_slli_epi32::<16>(o));
+            }
+            let wd = f16x8(blk.d.as_ptr().add(8 * half));
+            for r in 0..R {
+                let bi = (r0 + r) * act.kb + b;
+                let sums = &act.sums16[bi * 16..bi * 16 + 16];
+                let mut off = _mm256_setzero_si256();
+                for (p, v) in pairs.iter().enumerate() {
+                    let both = (sums[2 * p] & 0xFFFF) | (sums[2 * p + 1] << 16);
+                    off = _mm256_add_epi32(off, _mm256_madd_epi16(*v, _mm256_set1_epi32(both)));
+                }
+                let s = _mm256_sub_epi32(isum[r], _mm256_slli_epi32::<5>(off));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(wd, _mm256_set1_ps(act.d[bi])), acc[r]);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.add(r * stride + 8 * half), *a);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,7 +441,7 @@ mod tests {
     #[test]
     fn matches_the_q6_k_by_q8_k_dot_product() {
         if !available() {
-            eprintln!("AVX512-VNNI not available: kernel not exercised");
+            eprintln!("neither AVX-512 VNNI nor AVX2: kernel not exercised");
             return;
         }
         let dev = Device::Cpu;
@@ -379,5 +482,28 @@ mod tests {
         let q4 = QTensor::quantize(&Tensor::randn(0f32, 1.0, (16, 256), &dev).unwrap(), GgmlDType::Q4K).unwrap();
         assert!(PackedQ6K::pack(&[&q4]).unwrap().is_none());
     }
-}
 
+    #[test]
+    fn the_avx2_path_gives_the_avx512_bits() {
+        use super::super::Isa;
+        if !Isa::Avx2.supported() {
+            eprintln!("AVX2 not available: its path not exercised");
+            return;
+        }
+        let dev = Device::Cpu;
+        let (n, k) = (40, 768);
+        let q = QTensor::quantize(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap(), GgmlDType::Q6K).unwrap();
+        let p = PackedQ6K::pack(&[&q]).unwrap().unwrap();
+        for m in [1usize, 2, 3, 4, 5, 9] {
+            let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let got = p.matmul_with(&x, m, Isa::Avx2).unwrap();
+            let want = reference(&q, &x, m);
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst <= 1e-4 * scale.max(1.0), "m={m}: max abs diff {worst}");
+            if Isa::Avx512Vnni.supported() {
+                assert_eq!(got, p.matmul_with(&x, m, Isa::Avx512Vnni).unwrap(), "m={m}");
+            }
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::model::config::RopeStyle;
 use crate::Result;
 
 /// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
-/// Q8_0 and (with AVX512-VNNI) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K, ...) become
+/// Q8_0 and (with our kernels: AVX-512 VNNI or AVX2) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K, ...) become
 /// Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20% decode).
 /// [`WeightMode::Compact`] (the default) keeps Q5_K, Q6_K, Q5_0 and Q4_0 as stored too, on
 /// their own kernels. All our kernels are **batch-invariant**: a row's result does not
@@ -229,7 +229,7 @@ pub enum Packed {
 
 impl Packed {
     /// Repack `ws` (stacked along `n`) for whichever kernel takes them all; `None` if none
-    /// does (other types, mixed types, a CPU without AVX512-VNNI).
+    /// does (other types, mixed types, a CPU with neither AVX-512 VNNI nor AVX2).
     pub fn pack(ws: &[&QTensor]) -> Result<Option<Self>> {
         crate::kernels::with_stored(ws, Self::pack_stored)
     }
