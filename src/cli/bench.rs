@@ -316,6 +316,9 @@ fn decode_bench(a: DecodeArgs) -> anyhow::Result<()> {
     deal_bench::decode::first_token(&engine)?;
     let ours_fp = deal_bench::footprint::Footprint { first_token_secs: t0.elapsed().as_secs_f64(), peak_rss: deal_bench::footprint::rss_self().1 };
     let file_bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    if engine.model().device().is_cpu() {
+        println!("CPU matmuls: {}", deal_engine::kernels::describe());
+    }
     println!(
         "weights resident: {:.1} MB after load ({:.2}x the {:.1} MB file)",
         rss_loaded.saturating_sub(rss0) as f64 / 1e6,

@@ -48,5 +48,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mb(deal_engine::model::WeightMode::Requantize),
         mb(deal_engine::model::WeightMode::Q8)
     );
+    println!("CPU matmuls     {}", deal_engine::kernels::describe());
     Ok(())
 }

@@ -60,6 +60,15 @@ impl Isa {
     }
 }
 
+/// What runs the quantized matmuls on this CPU, in words (for `deal info` and benchmarks).
+pub fn describe() -> &'static str {
+    match isa() {
+        Some(Isa::Avx512Vnni) => "deal's packed kernels, AVX-512 VNNI",
+        Some(Isa::Avx2) => "deal's packed kernels, AVX2",
+        None => "candle's kernels (no AVX-512 VNNI or AVX2, or DEAL_KERNELS=candle)",
+    }
+}
+
 /// The packed kernels' instruction set on this CPU: AVX-512 VNNI where present, else AVX2;
 /// `None` where neither is (the callers then run candle's kernels, which have portable
 /// paths). `DEAL_KERNELS=avx2` takes the AVX2 path on an AVX-512 CPU and `DEAL_KERNELS=candle`
