@@ -62,6 +62,14 @@ pub enum WeightMode {
     F32,
 }
 
+impl WeightMode {
+    /// Whether weights go on deal's packed kernels where one takes them (`stored` and `f32`
+    /// keep candle's, as references).
+    fn packs(self) -> bool {
+        !matches!(self, WeightMode::Stored | WeightMode::F32)
+    }
+}
+
 /// Whether `mode` turns a weight of type `dtype` on `device` into Q8_0.
 fn to_q8(mode: WeightMode, dtype: GgmlDType, device: &Device) -> bool {
     device.is_cpu()
@@ -168,7 +176,7 @@ pub fn requantize_stored_q8(w: StoredWeight) -> Result<Option<QTensor>> {
 /// not the CPU, `mode` keeps candle's kernels, or no kernel takes them all (the caller then
 /// loads tensors).
 fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMode) -> Result<Option<Packed>> {
-    if !device.is_cpu() || matches!(mode, WeightMode::Stored | WeightMode::F32) || !crate::kernels::q8_0::available() {
+    if !device.is_cpu() || !mode.packs() || !crate::kernels::q8_0::available() {
         return Ok(None);
     }
     let mut stored = Vec::with_capacity(names.len());
@@ -341,7 +349,7 @@ impl Linear {
             return Ok(l);
         }
         let w = load_qtensor(f, &format!("{name}.weight"), device, mode)?;
-        let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
+        let weight = if mode.packs() { Matmul::new(w)? } else { Matmul::Candle(QMatMul::from_qtensor(w)?) };
         Ok(Self { weight, bias: load_bias(f, name, device)? })
     }
 
@@ -362,7 +370,7 @@ impl Linear {
         } else {
             w
         };
-        let packed = if mode == WeightMode::F32 { None } else { Packed::pack(&[&w])? };
+        let packed = if mode.packs() { Packed::pack(&[&w])? } else { None };
         let weight = match packed {
             Some(p) => Matmul::Packed(Arc::new(p)),
             None => Matmul::Candle(QMatMul::from_arc(w)?),
@@ -420,7 +428,7 @@ impl Projections {
             has_bias |= f.has_tensor(&format!("{n}.bias"));
         }
         let widths = ws.iter().map(|w| w.shape().dims2().map(|d| d.0)).collect::<candle_core::Result<Vec<_>>>()?;
-        if mode != WeightMode::F32 && !has_bias {
+        if mode.packs() && !has_bias {
             let refs: Vec<&QTensor> = ws.iter().collect();
             if let Some(p) = Packed::pack(&refs)? {
                 return Ok(Self { fused: Some(Arc::new(p)), parts: Vec::new(), widths, flat_biases: Vec::new() });
@@ -428,7 +436,7 @@ impl Projections {
         }
         let mut parts = Vec::with_capacity(names.len());
         for (w, n) in ws.into_iter().zip(names) {
-            let weight = if mode == WeightMode::F32 { Matmul::Candle(QMatMul::from_qtensor(w)?) } else { Matmul::new(w)? };
+            let weight = if mode.packs() { Matmul::new(w)? } else { Matmul::Candle(QMatMul::from_qtensor(w)?) };
             parts.push(Linear { weight, bias: load_bias(f, n, device)? });
         }
         let flat_biases = parts
