@@ -243,17 +243,20 @@ fn deal_serves_as_the_engine_of_another_deal() {
         assert_eq!(s, 200, "{theirs}");
         let (a, b) = (text(&ours), text(&theirs));
         println!("{p:?}\n  front:  {a:?}\n  engine: {b:?}");
-        // the first tokens always agree; later a near-tie can flip: the engine prefills the
+        // the first token always agrees; after it a near-tie can flip: the engine prefills the
         // front's pending token with the prompt, and deal's quantized kernels round a
         // many-position pass and a one-token step differently (docs/interfaces.md). Measured
         // under the default `compact` weights (2026-12-06): "Once upon a time, in a small
         // village, there lived a" continues " man" after one-token steps (as in f32) and
-        // " family" after one many-position pass, so the 4th word can already differ.
-        let head = |t: &str| t.split_whitespace().take(3).map(str::to_string).collect::<Vec<String>>();
+        // " family" after one many-position pass; with Q5_0 on its own kernel, "The recipe
+        // calls for two eggs, but" continues " I'm" (as in f32 and under `requantize`) or
+        // " I’ve", so the 2nd word can already differ.
+        let head = |t: &str| t.split_whitespace().take(1).map(str::to_string).collect::<Vec<String>>();
         assert_eq!(head(&a), head(&b), "{p:?}");
         same += usize::from(a == b);
     }
-    // measured 5 of 6 (2026-12-03; and under the default `compact` weights, 2026-12-06)
+    // measured 5 of 6 (2026-12-03; and under the default `compact` weights, 2026-12-06,
+    // before and after the Q5_0 kernel)
     assert!(same >= 4, "the front's greedy matched the engine's on {same} of 6 prompts");
     // 2. the engine answers token-id prompts with id-named logprobs
     let (s, v) = completion(&engine_url, json!({"model": "deal", "prompt": [[2, 818, 5279]], "max_tokens": 2, "temperature": 0,

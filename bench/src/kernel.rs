@@ -1,4 +1,5 @@
-//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q5_K, Q6_K, Q5_0, Q4_0) against candle's
+//! deal's packed matmul kernels ([`deal_engine::kernels`]: Q8_0, Q4_K, Q5_K, Q6_K, Q5_0, Q4_0,
+//! Q5_1, Q4_1) against candle's
 //! `QMatMul` on the same type, on the loaded model's own weight shapes, at several activation
 //! row counts: time per call, the ratio, GMAC/s, the weight bytes streamed per second (against
 //! the machine's copy bandwidth, the batch-1 roof), and what `m` rows cost relative to one row
@@ -23,7 +24,9 @@ pub fn parse_type(s: &str) -> anyhow::Result<GgmlDType> {
         "q5_k" => GgmlDType::Q5K,
         "q5_0" => GgmlDType::Q5_0,
         "q4_0" => GgmlDType::Q4_0,
-        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q5_k, q6_k, q5_0, q4_0)"),
+        "q5_1" => GgmlDType::Q5_1,
+        "q4_1" => GgmlDType::Q4_1,
+        other => anyhow::bail!("no packed kernel for weight type `{other}` (q8_0, q4_k, q5_k, q6_k, q5_0, q4_0, q5_1, q4_1)"),
     })
 }
 
@@ -79,7 +82,7 @@ pub fn run(cfg: &ModelConfig, types: &[GgmlDType], rows: &[usize], min_secs: f64
     let mut out = Vec::new();
     for (&dtype, (name, n, k)) in types.iter().flat_map(|t| shapes.iter().map(move |s| (t, *s))) {
         // (candle's Q5_0 and Q4_0 dot products take an even number of 32-value blocks)
-        let even_blocks = !matches!(dtype, GgmlDType::Q5_0 | GgmlDType::Q4_0) || k % 64 == 0;
+        let even_blocks = !matches!(dtype, GgmlDType::Q5_0 | GgmlDType::Q4_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1) || k % 64 == 0;
         if k % dtype.block_size() != 0 || !even_blocks {
             continue;
         }

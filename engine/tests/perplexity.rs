@@ -3,7 +3,8 @@
 //! and chunk count (recorded in `fixtures/perplexity.json` with the command that made it).
 //! This is the quality check of kernels and weight formats: the default, `compact` (Q6_K and
 //! Q5_0 on their kernels) and `stored` (candle's kernels) modes are each held to it, and so
-//! are the default model's Q4_0 and Q5_K_M re-quantizations (the Q4_0 and Q5_K kernels).
+//! are the default model's Q4_0, Q4_1 and Q5_K_M re-quantizations (the Q4_0, Q4_1, Q5_K and
+//! Q5_1 kernels).
 
 mod common;
 
@@ -71,10 +72,10 @@ fn perplexity_with_compact_weights_matches_llama_cpp_within_one_percent() {
     check(&e, "compact (default)");
 }
 
-/// The default model re-quantized by llama.cpp's `llama-quantize` to Q4_0 (every matrix Q4_0:
-/// the Q4_0 kernel) and to Q5_K_M (Q5_K where rows are whole 256-value blocks: the Q5_K
-/// kernel; Q5_1 elsewhere, re-quantized to Q8_0), each within 1% of llama.cpp's perplexity of
-/// the same file. `llama-quantize` is deterministic: the fixture records each file's sha256,
+/// The default model re-quantized by llama.cpp's `llama-quantize` to Q4_0 and Q4_1 (every
+/// matrix of that type: the Q4_0 and Q4_1 kernels) and to Q5_K_M (Q5_K where rows are whole
+/// 256-value blocks, Q5_1 elsewhere: the Q5_K and Q5_1 kernels), each within 1% of llama.cpp's
+/// perplexity of the same file. `llama-quantize` is deterministic: the fixture records each file's sha256,
 /// checked before the figures are compared. Needs `llama-quantize`, which
 /// `bench/llamacpp/build.sh` builds (as CI does).
 #[test]
@@ -84,7 +85,7 @@ fn other_quantizations_match_llama_cpp_within_one_percent() {
         .map_or_else(|| deal_engine::setup::deal_home().join("llama.cpp").join("bin"), std::path::PathBuf::from);
     let quantize = bin.join("llama-quantize");
     if !quantize.is_file() {
-        eprintln!("llama-quantize not built (bench/llamacpp/build.sh): Q4_0 and Q5_K_M files not checked");
+        eprintln!("llama-quantize not built (bench/llamacpp/build.sh): Q4_0, Q4_1 and Q5_K_M files not checked");
         return;
     }
     let f = fixture();

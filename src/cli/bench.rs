@@ -102,8 +102,8 @@ pub struct KernelArgs {
     /// relative to it).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     pub rows: Vec<usize>,
-    /// Weight types, comma separated: q8_0, q4_k, q5_k, q6_k, q5_0, q4_0 (each against
-    /// candle's matmul on the same type).
+    /// Weight types, comma separated: q8_0, q4_k, q5_k, q6_k, q5_0, q4_0, q5_1, q4_1 (each
+    /// against candle's matmul on the same type).
     #[arg(long, value_delimiter = ',', default_value = "q8_0,q4_k,q5_k,q6_k,q5_0,q4_0")]
     pub types: Vec<String>,
     /// Seconds spent timing each (shape, rows) point, per implementation.

@@ -36,9 +36,9 @@ pub struct ModelArgs {
     /// Compute device: cpu, cuda, cuda:N (cuda needs a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights in memory: `compact` (Q8_0, Q4_K, Q5_K, Q6_K, Q5_0 and Q4_0 as stored, on
-    /// deal's kernels; other types to Q8_0 on CPU: least memory, fastest load and decode),
-    /// `requantize` (Q5_K, Q6_K, Q5_0 and Q4_0 to Q8_0 too: faster prefill of long prompts), `q8` (every type to Q8_0: most memory,
+    /// Weights in memory: `compact` (Q8_0, Q4_K, Q5_K, Q6_K, Q5_0, Q4_0, Q5_1 and Q4_1 as
+    /// stored, on deal's kernels; other types to Q8_0 on CPU: least memory, fastest load and
+    /// decode), `requantize` (all but Q8_0 and Q4_K to Q8_0: faster prefill of long prompts), `q8` (every type to Q8_0: most memory,
     /// fastest on wide batches), `stored` (as in the file, candle's kernels), `f32` (exact
     /// reference arithmetic).
     #[arg(long, default_value = "compact", value_parser = ["compact", "requantize", "q8", "stored", "f32"])]

@@ -1,10 +1,11 @@
-//! Q5_0 and Q4_0 weights on their stored bits, against Q8_0 activations, with AVX512-VNNI (and
-//! an AVX2 path, [`super::avx2`]).
+//! Q5_0, Q4_0, Q5_1 and Q4_1 weights on their stored bits, against Q8_0 activations, with
+//! AVX512-VNNI (and an AVX2 path, [`super::avx2`]).
 //!
 //! A Q5_0 block holds 32 values of one row in 22 bytes: an f16 scale `d`, 32 fifth bits (a
 //! little-endian u32 `qh`) and 16 bytes of nibbles (byte `j` holds value `j` in its low nibble
 //! and value `16 + j` in its high one). A value is `d · (q − 16)` for its 5-bit `q`. Q4_0 is
-//! the same without the fifth bits (18 bytes) and with `q − 8`.
+//! the same without the fifth bits (18 bytes) and with `q − 8`. Q5_1 and Q4_1 add an f16 min
+//! `m` after `d` (24 and 20 bytes): a value is `d · q + m`, with no offset.
 //!
 //! At load the blocks of 16 rows are interleaved into tiles of exactly the stored size
 //! ([`TileQ5`]: 352 bytes for 16 × 22; [`TileQ4`]: 288 for 16 × 18): the nibble bytes
@@ -14,7 +15,8 @@
 //! `16+4g..16+4g+4` of every row), sets the fifth bit where the mask says (a masked byte add),
 //! and multiplies the unsigned 5-bit values with the activations quantized per 32 values
 //! (Q8_0, as ggml's Q5_0 dot product); the offset comes off once per block as
-//! `16 · Σ activations` (Q4_0: 8). Each weight vector is reused for up to 8 activation rows.
+//! `16 · Σ activations` (Q4_0: 8), and the min of Q5_1/Q4_1 comes in as `m · d_a · Σ
+//! activations`. Each weight vector is reused for up to 8 activation rows.
 //!
 //! These tiles run inside [`super::q8_0::PackedQ8`], which holds Q8_0, Q5_0 and Q4_0 tiles side
 //! by side (the projections of one layer often mix them) against one quantization of the
@@ -31,6 +33,10 @@ const QK: usize = 32;
 pub(super) const Q5_0_BYTES: usize = 22;
 /// Stored bytes of a Q4_0 block.
 pub(super) const Q4_0_BYTES: usize = 18;
+/// Stored bytes of a Q5_1 block.
+pub(super) const Q5_1_BYTES: usize = 24;
+/// Stored bytes of a Q4_1 block.
+pub(super) const Q4_1_BYTES: usize = 20;
 
 /// One 32-value Q5_0 block of 16 rows (352 bytes: the 16 stored blocks' size).
 #[repr(C, align(32))]
@@ -54,12 +60,41 @@ pub(super) struct TileQ4 {
     d: [u16; TILE],
 }
 
-/// What the kernel needs of a tile: its nibbles, scales and (Q5_0) fifth bits.
+/// One 32-value Q5_1 block of 16 rows (384 bytes: the 16 stored blocks' size).
+#[repr(C, align(32))]
+#[derive(Clone)]
+pub(super) struct TileQ5_1 {
+    /// As [`TileQ5`].
+    qs: [u8; 16 * TILE],
+    /// As [`TileQ5`].
+    qh: [u64; 8],
+    /// Per-row `d` as f16 bits.
+    d: [u16; TILE],
+    /// Per-row `m` as f16 bits.
+    m: [u16; TILE],
+}
+
+/// One 32-value Q4_1 block of 16 rows (320 bytes: the 16 stored blocks' size).
+#[repr(C, align(32))]
+#[derive(Clone)]
+pub(super) struct TileQ4_1 {
+    /// As [`TileQ4`].
+    qs: [u8; 16 * TILE],
+    /// Per-row `d` as f16 bits.
+    d: [u16; TILE],
+    /// Per-row `m` as f16 bits.
+    m: [u16; TILE],
+}
+
+/// What the kernel needs of a tile: its nibbles, scales, (Q5_0/Q5_1) fifth bits and (Q4_1/Q5_1)
+/// mins.
 pub(super) trait NibbleTile: Clone + Send + Sync {
     /// Whether values have a fifth bit.
     const FIFTH_BIT: bool;
-    /// The value's offset: a weight is `d · (q − OFFSET)`.
+    /// The value's offset: a weight is `d · (q − OFFSET)` (0 for the types with a min).
     const OFFSET: i32;
+    /// Whether a weight is `d · q + m` (Q5_1, Q4_1).
+    const MIN: bool = false;
     /// Stored bytes of one row's block.
     const STORED_BYTES: usize;
     /// A tile with every row empty (zero scales).
@@ -72,6 +107,21 @@ pub(super) trait NibbleTile: Clone + Send + Sync {
     fn d(&self) -> *const u16;
     /// The fifth-bit mask of operand `2g + half` (0 without fifth bits).
     fn fifth(&self, operand: usize) -> u64;
+    /// The 16 f16 mins (the scales where [`Self::MIN`] is false; never read then).
+    fn m(&self) -> *const u16 {
+        self.d()
+    }
+}
+
+/// Regroup a stored block's 32 fifth bits `qh` into row `lane` of a tile's 8 masks.
+fn fill_fifth(masks: &mut [u64; 8], lane: usize, qh: u32) {
+    for g in 0..4 {
+        for half in 0..2 {
+            let bits = (qh >> (16 * half + 4 * g)) & 0xF;
+            let mask = &mut masks[2 * g + half];
+            *mask = (*mask & !(0xF << (4 * lane))) | (u64::from(bits) << (4 * lane));
+        }
+    }
 }
 
 /// Copy the 16 nibble bytes of a stored block into row `lane` of a tile's `qs`.
@@ -93,14 +143,7 @@ impl NibbleTile for TileQ5 {
 
     fn fill(&mut self, lane: usize, src: &[u8]) {
         self.d[lane] = u16::from_le_bytes([src[0], src[1]]);
-        let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
-        for g in 0..4 {
-            for half in 0..2 {
-                let bits = (qh >> (16 * half + 4 * g)) & 0xF;
-                let mask = &mut self.qh[2 * g + half];
-                *mask = (*mask & !(0xF << (4 * lane))) | (u64::from(bits) << (4 * lane));
-            }
-        }
+        fill_fifth(&mut self.qh, lane, u32::from_le_bytes([src[2], src[3], src[4], src[5]]));
         fill_nibbles(&mut self.qs, lane, &src[6..22]);
     }
 
@@ -143,6 +186,75 @@ impl NibbleTile for TileQ4 {
     #[inline(always)]
     fn fifth(&self, _: usize) -> u64 {
         0
+    }
+}
+
+impl NibbleTile for TileQ5_1 {
+    const FIFTH_BIT: bool = true;
+    const OFFSET: i32 = 0;
+    const MIN: bool = true;
+    const STORED_BYTES: usize = Q5_1_BYTES;
+
+    fn empty() -> Self {
+        Self { qs: [0; 16 * TILE], qh: [0; 8], d: [0; TILE], m: [0; TILE] }
+    }
+
+    fn fill(&mut self, lane: usize, src: &[u8]) {
+        self.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+        self.m[lane] = u16::from_le_bytes([src[2], src[3]]);
+        fill_fifth(&mut self.qh, lane, u32::from_le_bytes([src[4], src[5], src[6], src[7]]));
+        fill_nibbles(&mut self.qs, lane, &src[8..24]);
+    }
+
+    fn qs(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr()
+    }
+
+    #[inline(always)]
+    fn fifth(&self, operand: usize) -> u64 {
+        self.qh[operand]
+    }
+
+    fn m(&self) -> *const u16 {
+        self.m.as_ptr()
+    }
+}
+
+impl NibbleTile for TileQ4_1 {
+    const FIFTH_BIT: bool = false;
+    const OFFSET: i32 = 0;
+    const MIN: bool = true;
+    const STORED_BYTES: usize = Q4_1_BYTES;
+
+    fn empty() -> Self {
+        Self { qs: [0; 16 * TILE], d: [0; TILE], m: [0; TILE] }
+    }
+
+    fn fill(&mut self, lane: usize, src: &[u8]) {
+        self.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+        self.m[lane] = u16::from_le_bytes([src[2], src[3]]);
+        fill_nibbles(&mut self.qs, lane, &src[4..20]);
+    }
+
+    fn qs(&self) -> *const u8 {
+        self.qs.as_ptr()
+    }
+
+    fn d(&self) -> *const u16 {
+        self.d.as_ptr()
+    }
+
+    #[inline(always)]
+    fn fifth(&self, _: usize) -> u64 {
+        0
+    }
+
+    fn m(&self) -> *const u16 {
+        self.m.as_ptr()
     }
 }
 
@@ -247,12 +359,17 @@ unsafe fn tile_pass<T: NibbleTile, const R: usize>(
             }
         }
         let wd = _mm512_cvtph_ps(_mm256_loadu_si256(blk.d() as *const __m256i));
+        let wm = if T::MIN { _mm512_cvtph_ps(_mm256_loadu_si256(blk.m() as *const __m256i)) } else { wd };
         for r in 0..R {
             let bi = (r0 + r) * act.kb + b;
             let sum = if split { _mm512_add_epi32(lo_acc[r], hi_acc[r]) } else { lo_acc[r] };
             let s = _mm512_sub_epi32(sum, _mm512_set1_epi32(T::OFFSET * act.sums[bi]));
             let scale = _mm512_mul_ps(wd, _mm512_set1_ps(act.d[bi]));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), scale, acc[r]);
+            if T::MIN {
+                // m · d_a · Σ a
+                acc[r] = _mm512_fmadd_ps(wm, _mm512_set1_ps(act.d[bi] * act.sums[bi] as f32), acc[r]);
+            }
         }
     }
     for (r, a) in acc.iter().enumerate() {
@@ -317,10 +434,14 @@ unsafe fn tile_pass_avx2<T: NibbleTile, const R: usize>(blocks: &[T], first: usi
                 }
             }
             let wd = f16x8(blk.d().add(8 * half));
+            let wm = if T::MIN { f16x8(blk.m().add(8 * half)) } else { wd };
             for r in 0..R {
                 let bi = (r0 + r) * act.kb + b;
                 let s = _mm256_sub_epi32(isum[r], _mm256_set1_epi32(T::OFFSET * act.sums[bi]));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(wd, _mm256_set1_ps(act.d[bi])), acc[r]);
+                if T::MIN {
+                    acc[r] = _mm256_fmadd_ps(wm, _mm256_set1_ps(act.d[bi] * act.sums[bi] as f32), acc[r]);
+                }
             }
         }
         for (r, a) in acc.iter().enumerate() {
@@ -369,7 +490,7 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
-        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4_0] {
+        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4_0, GgmlDType::Q5_1, GgmlDType::Q4_1] {
             for (n, k, m) in [(16usize, 32usize, 1usize), (40, 640, 3), (256, 1152, 5), (33, 96, 9)] {
                 let (w, q) = random(n, k, dtype);
                 let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -424,7 +545,7 @@ mod tests {
             return;
         }
         let (n, k) = (48, 640);
-        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4_0] {
+        for dtype in [GgmlDType::Q5_0, GgmlDType::Q4_0, GgmlDType::Q5_1, GgmlDType::Q4_1] {
             let p = PackedQ8::pack(&[&random(n, k, dtype).1]).unwrap().unwrap();
             let x: Vec<f32> = Tensor::randn(0f32, 1.0, (11, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let all = p.matmul(&x, 11).unwrap();
@@ -471,7 +592,13 @@ mod tests {
             return;
         }
         let k = 640;
-        let parts = [random(48, k, GgmlDType::Q5_0).1, random(32, k, GgmlDType::Q8_0).1, random(20, k, GgmlDType::Q4_0).1];
+        let parts = [
+            random(48, k, GgmlDType::Q5_0).1,
+            random(32, k, GgmlDType::Q8_0).1,
+            random(16, k, GgmlDType::Q5_1).1,
+            random(32, k, GgmlDType::Q4_1).1,
+            random(20, k, GgmlDType::Q4_0).1,
+        ];
         for m in [1usize, 2, 3, 4, 5, 9] {
             let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             for p in &parts {

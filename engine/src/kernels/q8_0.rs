@@ -18,7 +18,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 
-use super::q5_0::{TileQ4, TileQ5};
+use super::q5_0::{TileQ4, TileQ4_1, TileQ5, TileQ5_1};
 use crate::{Error, Result};
 
 const QK: usize = 32;
@@ -39,7 +39,8 @@ struct TileBlock {
 }
 
 /// Weights `[n, k]` of the types that run against Q8_0 activations, repacked for the VNNI
-/// kernels: Q8_0 tiles, and Q5_0 / Q4_0 tiles on their stored bits ([`super::q5_0`]). The
+/// kernels: Q8_0 tiles, and Q5_0 / Q4_0 / Q5_1 / Q4_1 tiles on their stored bits
+/// ([`super::q5_0`]). The
 /// projections fused into one matmul may mix them (Gemma 3 270M's q and k are Q5_0, its v
 /// Q8_0 in some layers): each part becomes a run of tiles of its own type, and one
 /// quantization of the activations feeds them all.
@@ -60,6 +61,8 @@ enum Tiles {
     Q8_0(Vec<TileBlock>),
     Q5_0(Vec<TileQ5>),
     Q4_0(Vec<TileQ4>),
+    Q5_1(Vec<TileQ5_1>),
+    Q4_1(Vec<TileQ4_1>),
 }
 
 impl Tiles {
@@ -68,6 +71,8 @@ impl Tiles {
             Tiles::Q8_0(v) => v.len() * std::mem::size_of::<TileBlock>(),
             Tiles::Q5_0(v) => v.len() * std::mem::size_of::<TileQ5>(),
             Tiles::Q4_0(v) => v.len() * std::mem::size_of::<TileQ4>(),
+            Tiles::Q5_1(v) => v.len() * std::mem::size_of::<TileQ5_1>(),
+            Tiles::Q4_1(v) => v.len() * std::mem::size_of::<TileQ4_1>(),
         }
     }
 }
@@ -78,7 +83,7 @@ pub fn available() -> bool {
 }
 
 impl PackedQ8 {
-    /// Repack Q8_0, Q5_0 or Q4_0 weights; several tensors with the same `k` are stacked along
+    /// Repack Q8_0, Q5_0, Q4_0, Q5_1 or Q4_1 weights; several tensors with the same `k` are stacked along
     /// `n` (fused q/k/v or gate/up projections), each on its own type's tiles. `None` if a
     /// tensor is of another type, `k` is not a multiple of 32, a part other than the last
     /// changes type after a row count that is not a multiple of 16, or the CPU has neither
@@ -92,7 +97,7 @@ impl PackedQ8 {
         if !available() || parts.is_empty() {
             return Ok(None);
         }
-        let family = |t: GgmlDType| matches!(t, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0);
+        let family = |t: GgmlDType| matches!(t, GgmlDType::Q8_0 | GgmlDType::Q5_0 | GgmlDType::Q4_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1);
         if parts.iter().any(|p| !family(p.dtype)) {
             return Ok(None);
         }
@@ -108,12 +113,14 @@ impl PackedQ8 {
         let (mut segments, mut first_tile, mut n) = (Vec::with_capacity(runs.len()), 0, 0);
         for (i, run) in runs.iter().enumerate() {
             let rows: usize = run.iter().map(|p| p.n).sum();
-            if i + 1 < runs.len() && rows % TILE != 0 {
+            if i + 1 < runs.len() && !rows.is_multiple_of(TILE) {
                 return Ok(None);
             }
             let packed = super::with_stacked_rows(run, run[0].dtype, |rows, k| match run[0].dtype {
                 GgmlDType::Q5_0 => Tiles::Q5_0(super::q5_0::pack(rows, k)),
                 GgmlDType::Q4_0 => Tiles::Q4_0(super::q5_0::pack(rows, k)),
+                GgmlDType::Q5_1 => Tiles::Q5_1(super::q5_0::pack(rows, k)),
+                GgmlDType::Q4_1 => Tiles::Q4_1(super::q5_0::pack(rows, k)),
                 _ => Tiles::Q8_0(Self::pack_q8_tiles(rows, k)),
             })?;
             let Some(tiles) = packed else { return Ok(None) };
@@ -193,9 +200,13 @@ impl PackedQ8 {
                     (Tiles::Q8_0(b), super::Isa::Avx512Vnni) => tile_kernel(b, at, kb, &act, r0, rows, prefetch, out, stride),
                     (Tiles::Q5_0(b), super::Isa::Avx512Vnni) => nibbles(b, at, kb, &act, r0, rows, prefetch, out, stride),
                     (Tiles::Q4_0(b), super::Isa::Avx512Vnni) => nibbles(b, at, kb, &act, r0, rows, prefetch, out, stride),
+                    (Tiles::Q5_1(b), super::Isa::Avx512Vnni) => nibbles(b, at, kb, &act, r0, rows, prefetch, out, stride),
+                    (Tiles::Q4_1(b), super::Isa::Avx512Vnni) => nibbles(b, at, kb, &act, r0, rows, prefetch, out, stride),
                     (Tiles::Q8_0(b), super::Isa::Avx2) => tile_kernel_avx2(b, at, kb, &act, r0, rows, (out, stride)),
                     (Tiles::Q5_0(b), super::Isa::Avx2) => nibbles_avx2(b, at, kb, &act, r0, rows, (out, stride)),
                     (Tiles::Q4_0(b), super::Isa::Avx2) => nibbles_avx2(b, at, kb, &act, r0, rows, (out, stride)),
+                    (Tiles::Q5_1(b), super::Isa::Avx2) => nibbles_avx2(b, at, kb, &act, r0, rows, (out, stride)),
+                    (Tiles::Q4_1(b), super::Isa::Avx2) => nibbles_avx2(b, at, kb, &act, r0, rows, (out, stride)),
                 }
             };
         });

@@ -17,8 +17,8 @@ use crate::Result;
 /// Quantized types re-quantized to Q8_0 at load on CPU under [`WeightMode::Requantize`]:
 /// Q8_0 and (with our kernels: AVX-512 VNNI or AVX2) Q4_K run as stored; the others (Q5_0, Q4_0, Q6_K, ...) become
 /// Q8_0, whose kernel is faster than candle's on these shapes (Q4_0/Q5_0: +20% decode).
-/// [`WeightMode::Compact`] (the default) keeps Q5_K, Q6_K, Q5_0 and Q4_0 as stored too, on
-/// their own kernels. All our kernels are **batch-invariant**: a row's result does not
+/// [`WeightMode::Compact`] (the default) keeps Q5_K, Q6_K, Q5_0, Q4_0, Q5_1 and Q4_1 as stored
+/// too, on their own kernels. All our kernels are **batch-invariant**: a row's result does not
 /// depend on which other rows share the matmul (integer block sums, one accumulation order),
 /// so merged passes of concurrent requests give each request exactly what it gets alone, and
 /// a seed reproduces its text under any load. candle's K-quant kernels take different paths
@@ -33,7 +33,8 @@ pub fn requantized_on_cpu(dtype: GgmlDType) -> bool {
 
 /// Types [`WeightMode::Compact`] keeps as stored on our kernels.
 pub fn compact_kernel(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K | GgmlDType::Q5_0 | GgmlDType::Q4_0) && crate::kernels::q4_k::available()
+    matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K | GgmlDType::Q5_0 | GgmlDType::Q4_0 | GgmlDType::Q5_1 | GgmlDType::Q4_1)
+        && crate::kernels::q4_k::available()
 }
 
 /// How matmul weights are held in memory.
@@ -46,8 +47,8 @@ pub enum WeightMode {
     /// of hundreds of rows: 1.2-1.4x on the 4B and the default model), at ~12% more memory and
     /// a slower load on Q4_K_M files.
     Requantize,
-    /// Q8_0, Q4_K, Q5_K, Q6_K, Q5_0 and Q4_0 as stored on deal's kernels; other types (Q4_1,
-    /// Q3_K, ...) become Q8_0 (CPU only). The default: the least memory (about the file's size), the fastest
+    /// Q8_0, Q4_K, Q5_K, Q6_K, Q5_0, Q4_0, Q5_1 and Q4_1 as stored on deal's kernels; other
+    /// types (Q2_K, Q3_K, ...) become Q8_0 (CPU only). The default: the least memory (about the file's size), the fastest
     /// load, and decode at 1 and 8 rows (searches) as fast or faster than
     /// [`Self::Requantize`].
     #[default]
@@ -225,7 +226,8 @@ fn pack_from_map(f: &GgufFile, names: &[String], device: &Device, mode: WeightMo
 
 /// Weights repacked for one of our CPU kernels.
 pub enum Packed {
-    /// Q8_0, Q5_0 and Q4_0 (over Q8_0 activations), 8 activation rows per weight load.
+    /// Q8_0, Q5_0, Q4_0, Q5_1 and Q4_1 (over Q8_0 activations), 8 activation rows per weight
+    /// load.
     Q8(PackedQ8),
     /// Q4_K as stored, 8 activation rows per weight load.
     Q4K(PackedQ4K),
