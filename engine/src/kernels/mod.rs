@@ -5,6 +5,32 @@
 //! so callers fall back to candle), decode-step attention on plain slices, and vectorisable
 //! scalar math.
 
+/// `$body` with the const `$R` set to `$rows` (1 to `$max`, 4 or 8; more rows take `$max`): the
+/// one place the kernels turn a run-time row count into the const generic their passes are
+/// compiled for.
+macro_rules! with_rows {
+    (4, $rows:expr, $R:ident => $body:expr) => {
+        match $rows {
+            1 => { const $R: usize = 1; $body }
+            2 => { const $R: usize = 2; $body }
+            3 => { const $R: usize = 3; $body }
+            _ => { const $R: usize = 4; $body }
+        }
+    };
+    (8, $rows:expr, $R:ident => $body:expr) => {
+        match $rows {
+            1 => { const $R: usize = 1; $body }
+            2 => { const $R: usize = 2; $body }
+            3 => { const $R: usize = 3; $body }
+            4 => { const $R: usize = 4; $body }
+            5 => { const $R: usize = 5; $body }
+            6 => { const $R: usize = 6; $body }
+            7 => { const $R: usize = 7; $body }
+            _ => { const $R: usize = 8; $body }
+        }
+    };
+}
+
 pub mod attention;
 mod avx2;
 pub mod q4_k;

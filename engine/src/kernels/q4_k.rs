@@ -313,16 +313,7 @@ unsafe fn tile_kernel<T: KTile>(
     stride: usize,
 ) {
     let ahead = if prefetch { PREFETCH_BLOCKS } else { 0 };
-    match rows {
-        1 => tile_pass::<T, 1>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        2 => tile_pass::<T, 2>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        3 => tile_pass::<T, 3>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        4 => tile_pass::<T, 4>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        5 => tile_pass::<T, 5>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        6 => tile_pass::<T, 6>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        7 => tile_pass::<T, 7>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass::<T, 8>(blocks, first, kb, act, r0, ahead, (out, stride)),
-    }
+    with_rows!(8, rows, R => tile_pass::<T, R>(blocks, first, kb, act, r0, ahead, (out, stride)))
 }
 
 /// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
@@ -460,12 +451,7 @@ unsafe fn finish_block<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_kernel_avx2<T: KTile>(blocks: &[T], first: usize, kb: usize, act: &Q8KRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
-    match rows {
-        1 => tile_pass_avx2::<T, 1>(blocks, first, kb, act, r0, out),
-        2 => tile_pass_avx2::<T, 2>(blocks, first, kb, act, r0, out),
-        3 => tile_pass_avx2::<T, 3>(blocks, first, kb, act, r0, out),
-        _ => tile_pass_avx2::<T, 4>(blocks, first, kb, act, r0, out),
-    }
+    with_rows!(4, rows, R => tile_pass_avx2::<T, R>(blocks, first, kb, act, r0, out))
 }
 
 /// [`tile_pass`] on AVX2, one 8-row half of the tile at a time and one 32-value sub-block at a

@@ -60,28 +60,22 @@ pub(super) struct TileQ4 {
     d: [u16; TILE],
 }
 
-/// One 32-value Q5_1 block of 16 rows (384 bytes: the 16 stored blocks' size).
+/// One 32-value Q5_1 block of 16 rows: the Q5_0 tile of its bits and scales, and the 16 mins
+/// (384 bytes: the 16 stored blocks' size).
 #[repr(C, align(32))]
 #[derive(Clone)]
 pub(super) struct TileQ5_1 {
-    /// As [`TileQ5`].
-    qs: [u8; 16 * TILE],
-    /// As [`TileQ5`].
-    qh: [u64; 8],
-    /// Per-row `d` as f16 bits.
-    d: [u16; TILE],
+    base: TileQ5,
     /// Per-row `m` as f16 bits.
     m: [u16; TILE],
 }
 
-/// One 32-value Q4_1 block of 16 rows (320 bytes: the 16 stored blocks' size).
+/// One 32-value Q4_1 block of 16 rows: the Q4_0 tile of its bits and scales, and the 16 mins
+/// (320 bytes: the 16 stored blocks' size).
 #[repr(C, align(32))]
 #[derive(Clone)]
 pub(super) struct TileQ4_1 {
-    /// As [`TileQ4`].
-    qs: [u8; 16 * TILE],
-    /// Per-row `d` as f16 bits.
-    d: [u16; TILE],
+    base: TileQ4,
     /// Per-row `m` as f16 bits.
     m: [u16; TILE],
 }
@@ -196,27 +190,27 @@ impl NibbleTile for TileQ5_1 {
     const STORED_BYTES: usize = Q5_1_BYTES;
 
     fn empty() -> Self {
-        Self { qs: [0; 16 * TILE], qh: [0; 8], d: [0; TILE], m: [0; TILE] }
+        Self { base: TileQ5::empty(), m: [0; TILE] }
     }
 
     fn fill(&mut self, lane: usize, src: &[u8]) {
-        self.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+        self.base.d[lane] = u16::from_le_bytes([src[0], src[1]]);
         self.m[lane] = u16::from_le_bytes([src[2], src[3]]);
-        fill_fifth(&mut self.qh, lane, u32::from_le_bytes([src[4], src[5], src[6], src[7]]));
-        fill_nibbles(&mut self.qs, lane, &src[8..24]);
+        fill_fifth(&mut self.base.qh, lane, u32::from_le_bytes([src[4], src[5], src[6], src[7]]));
+        fill_nibbles(&mut self.base.qs, lane, &src[8..24]);
     }
 
     fn qs(&self) -> *const u8 {
-        self.qs.as_ptr()
+        self.base.qs()
     }
 
     fn d(&self) -> *const u16 {
-        self.d.as_ptr()
+        self.base.d()
     }
 
     #[inline(always)]
     fn fifth(&self, operand: usize) -> u64 {
-        self.qh[operand]
+        self.base.fifth(operand)
     }
 
     fn m(&self) -> *const u16 {
@@ -231,21 +225,21 @@ impl NibbleTile for TileQ4_1 {
     const STORED_BYTES: usize = Q4_1_BYTES;
 
     fn empty() -> Self {
-        Self { qs: [0; 16 * TILE], d: [0; TILE], m: [0; TILE] }
+        Self { base: TileQ4::empty(), m: [0; TILE] }
     }
 
     fn fill(&mut self, lane: usize, src: &[u8]) {
-        self.d[lane] = u16::from_le_bytes([src[0], src[1]]);
+        self.base.d[lane] = u16::from_le_bytes([src[0], src[1]]);
         self.m[lane] = u16::from_le_bytes([src[2], src[3]]);
-        fill_nibbles(&mut self.qs, lane, &src[4..20]);
+        fill_nibbles(&mut self.base.qs, lane, &src[4..20]);
     }
 
     fn qs(&self) -> *const u8 {
-        self.qs.as_ptr()
+        self.base.qs()
     }
 
     fn d(&self) -> *const u16 {
-        self.d.as_ptr()
+        self.base.d()
     }
 
     #[inline(always)]
@@ -257,6 +251,10 @@ impl NibbleTile for TileQ4_1 {
         self.m.as_ptr()
     }
 }
+
+// every tile is exactly its 16 stored blocks
+const _: () = assert!(std::mem::size_of::<TileQ5>() == TILE * Q5_0_BYTES && std::mem::size_of::<TileQ4>() == TILE * Q4_0_BYTES);
+const _: () = assert!(std::mem::size_of::<TileQ5_1>() == TILE * Q5_1_BYTES && std::mem::size_of::<TileQ4_1>() == TILE * Q4_1_BYTES);
 
 /// Repack `rows` (each `k / 32` stored blocks of `T`) into tiles of 16 rows.
 pub(super) fn pack<T: NibbleTile>(rows: &super::SourceRows, k: usize) -> Vec<T> {
@@ -286,21 +284,7 @@ pub(super) unsafe fn tile_kernel<T: NibbleTile>(
     out: *mut f32,
     stride: usize,
 ) {
-    macro_rules! pass {
-        ($r:literal) => {
-            tile_pass::<T, $r>(blocks, first, kb, act, r0, prefetch, (out, stride))
-        };
-    }
-    match rows {
-        1 => pass!(1),
-        2 => pass!(2),
-        3 => pass!(3),
-        4 => pass!(4),
-        5 => pass!(5),
-        6 => pass!(6),
-        7 => pass!(7),
-        _ => pass!(8),
-    }
+    with_rows!(8, rows, R => tile_pass::<T, R>(blocks, first, kb, act, r0, prefetch, (out, stride)))
 }
 
 /// `R` activation rows against one 16-row tile; row `r`'s 16 outputs go to
@@ -381,12 +365,7 @@ unsafe fn tile_pass<T: NibbleTile, const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn tile_kernel_avx2<T: NibbleTile>(blocks: &[T], first: usize, kb: usize, act: &QuantizedRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
-    match rows {
-        1 => tile_pass_avx2::<T, 1>(blocks, first, kb, act, r0, out),
-        2 => tile_pass_avx2::<T, 2>(blocks, first, kb, act, r0, out),
-        3 => tile_pass_avx2::<T, 3>(blocks, first, kb, act, r0, out),
-        _ => tile_pass_avx2::<T, 4>(blocks, first, kb, act, r0, out),
-    }
+    with_rows!(4, rows, R => tile_pass_avx2::<T, R>(blocks, first, kb, act, r0, out))
 }
 
 /// [`tile_pass`] on AVX2, one 8-row half of the tile at a time (the 32-byte half of each

@@ -163,16 +163,7 @@ unsafe fn tile_kernel(
     stride: usize,
 ) {
     let ahead = if prefetch { PREFETCH_BLOCKS } else { 0 };
-    match rows {
-        1 => tile_pass::<1>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        2 => tile_pass::<2>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        3 => tile_pass::<3>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        4 => tile_pass::<4>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        5 => tile_pass::<5>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        6 => tile_pass::<6>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        7 => tile_pass::<7>(blocks, first, kb, act, r0, ahead, (out, stride)),
-        _ => tile_pass::<8>(blocks, first, kb, act, r0, ahead, (out, stride)),
-    }
+    with_rows!(8, rows, R => tile_pass::<R>(blocks, first, kb, act, r0, ahead, (out, stride)))
 }
 
 /// `R` activation rows against one 16-row weight tile, with the 6-bit operands in
@@ -324,12 +315,7 @@ unsafe fn finish_block<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_kernel_avx2(blocks: &[TileBlock], first: usize, kb: usize, act: &Q8KRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
-    match rows {
-        1 => tile_pass_avx2::<1>(blocks, first, kb, act, r0, out),
-        2 => tile_pass_avx2::<2>(blocks, first, kb, act, r0, out),
-        3 => tile_pass_avx2::<3>(blocks, first, kb, act, r0, out),
-        _ => tile_pass_avx2::<4>(blocks, first, kb, act, r0, out),
-    }
+    with_rows!(4, rows, R => tile_pass_avx2::<R>(blocks, first, kb, act, r0, out))
 }
 
 /// [`tile_pass`] on AVX2, one 8-row half of the tile and one 16-value sub-block at a time (as

@@ -357,21 +357,7 @@ unsafe fn tile_kernel(
     out: *mut f32,
     stride: usize,
 ) {
-    macro_rules! pass {
-        ($r:literal) => {
-            tile_pass::<$r>(blocks, first, kb, act, r0, prefetch, (out, stride))
-        };
-    }
-    match rows {
-        1 => pass!(1),
-        2 => pass!(2),
-        3 => pass!(3),
-        4 => pass!(4),
-        5 => pass!(5),
-        6 => pass!(6),
-        7 => pass!(7),
-        _ => pass!(8),
-    }
+    with_rows!(8, rows, R => tile_pass::<R>(blocks, first, kb, act, r0, prefetch, (out, stride)))
 }
 
 /// `R` activation rows against one 16-row weight tile; row `r`'s 16 outputs go to
@@ -447,12 +433,7 @@ unsafe fn tile_pass<const R: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_kernel_avx2(blocks: &[TileBlock], first: usize, kb: usize, act: &QuantizedRows, r0: usize, rows: usize, out: (*mut f32, usize)) {
-    match rows {
-        1 => tile_pass_avx2::<1>(blocks, first, kb, act, r0, out),
-        2 => tile_pass_avx2::<2>(blocks, first, kb, act, r0, out),
-        3 => tile_pass_avx2::<3>(blocks, first, kb, act, r0, out),
-        _ => tile_pass_avx2::<4>(blocks, first, kb, act, r0, out),
-    }
+    with_rows!(4, rows, R => tile_pass_avx2::<R>(blocks, first, kb, act, r0, out))
 }
 
 /// [`tile_pass`] on AVX2, one 8-row half of the tile at a time: the weights flipped back to
